@@ -1,0 +1,6 @@
+"""The one exception type for bad input data."""
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file, the line (1-based) and/or
+    the field, and says what was expected."""

@@ -1,0 +1,157 @@
+"""Load the user's own labelled CSV / TSV / JSONL file (with a header) into a Dataset."""
+import csv
+import json
+import math
+from pathlib import Path
+
+import datasets
+
+from .errors import DataError
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+def read_tsv_lines(path):
+    """Yield (line_number, fields) for each non-blank line of a tab-separated file.
+
+    No quoting: quote characters are literal text. A UTF-8 BOM and a trailing
+    "\\r" are stripped. Line numbers are 1-based, as in an editor.
+    """
+    with open(path, encoding="utf-8-sig", newline="\n") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip("\n").rstrip("\r")
+            if line:
+                yield lineno, line.split("\t")
+
+
+def _read_rows(path, fmt):
+    """Yield (line_number, header, row_dict) for each data row; header is the column list."""
+    if fmt == "jsonl":
+        with open(path, encoding="utf-8-sig") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}, line {lineno}: invalid JSON ({e.msg} at column {e.colno}); "
+                                    "expected one JSON object per line") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(obj).__name__}")
+                yield lineno, list(obj), obj
+        return
+    if fmt == "csv":
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header, prev_end = None, 0
+            for fields in reader:
+                lineno, prev_end = prev_end + 1, reader.line_num  # a quoted record may span lines
+                if not fields:
+                    continue
+                if header is None:
+                    header = fields
+                    continue
+                yield lineno, header, _zip_row(path, lineno, header, fields)
+        return
+    header = None
+    for lineno, fields in read_tsv_lines(path):
+        if header is None:
+            header = fields
+            continue
+        yield lineno, header, _zip_row(path, lineno, header, fields)
+
+
+def _zip_row(path, lineno, header, fields):
+    """Map header names to fields; a short row is an error naming the first missing column."""
+    if len(fields) < len(header):
+        raise DataError(f"{path}, line {lineno}: missing column {header[len(fields)]!r} "
+                        f"(expected {len(header)} fields, found {len(fields)})")
+    return dict(zip(header, fields))
+
+
+def _sort_labels(labels):
+    """Sorted unique label strings; numerically when all are integers ("2" before "10")."""
+    labels = set(labels)
+    try:
+        return sorted(labels, key=int)
+    except ValueError:
+        return sorted(labels)
+
+
+def load_table(path, text_column, label_column, text_pair_column=None,
+               regression=False, label_names=None, limit=None):
+    """Read a labelled table into a Dataset with columns text, [text_pair,] label.
+
+    Returns (dataset, label_names). For classification, label_names is the sorted
+    label set of this file (a training file) unless given (a dev file, whose labels
+    must then be in it). For regression, labels must be numbers and label_names is None.
+    """
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: unknown file type {path.suffix!r}; expected one of {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be at least 1, got {limit}")
+    text_columns = [c for c in (text_column, text_pair_column) if c is not None]
+    needed = text_columns + [label_column]
+    texts, pairs, raw_labels = [], [], []
+    for lineno, header, row in _read_rows(path, fmt):
+        for col in needed:
+            if col not in row:
+                where = f"line {lineno}" if fmt == "jsonl" else "header"
+                raise DataError(f"{path}, {where}: no column {col!r}; columns found: {', '.join(map(str, header))}")
+        for col in text_columns:
+            value = row[col]
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{path}, line {lineno}, field {col!r}: expected non-empty text, got {value!r}")
+        if row[label_column] is None or str(row[label_column]).strip() == "":
+            raise DataError(f"{path}, line {lineno}, field {label_column!r}: missing label")
+        texts.append(row[text_column])
+        if text_pair_column is not None:
+            pairs.append(row[text_pair_column])
+        raw_labels.append((lineno, row[label_column]))
+        if limit is not None and len(texts) >= limit:
+            break
+    if not texts:
+        raise DataError(f"{path}: no data rows (file is empty or has only a header)")
+
+    if regression:
+        labels = [parse_float(path, lineno, label_column, v) for lineno, v in raw_labels]
+        label_feature, label_names = datasets.Value("float32"), None
+    else:
+        strings = [(lineno, str(v).strip()) for lineno, v in raw_labels]
+        if label_names is None:
+            label_names = _sort_labels(s for _, s in strings)
+        label_names = [str(n) for n in label_names]
+        index = {name: i for i, name in enumerate(label_names)}
+        labels = []
+        for lineno, s in strings:
+            if s not in index:
+                raise DataError(f"{path}, line {lineno}, field {label_column!r}: label {s!r} is not one of "
+                                f"the training labels {label_names}")
+            labels.append(index[s])
+        label_feature = datasets.ClassLabel(names=label_names)
+
+    return make_dataset(texts, pairs if text_pair_column is not None else None, labels, label_feature), label_names
+
+
+def make_dataset(texts, pairs, labels, label_feature):
+    """A Dataset with columns text, text_pair (unless pairs is None) and label."""
+    data, features = {"text": texts}, {"text": datasets.Value("string")}
+    if pairs is not None:
+        data["text_pair"], features["text_pair"] = pairs, datasets.Value("string")
+    data["label"], features["label"] = labels, label_feature
+    return datasets.Dataset.from_dict(data, features=datasets.Features(features))
+
+
+def parse_float(path, lineno, field, value):
+    """A finite float from a label value, or a DataError naming file, line and field."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if isinstance(value, bool) or not math.isfinite(x):
+        raise DataError(f"{path}, line {lineno}, field {field!r}: expected a number for a regression label, got {value!r}")
+    return x

@@ -1,0 +1,84 @@
+"""Distillation losses as small pure functions.
+
+Shapes: logits (batch, classes) or (batch, seq, vocab); hidden states (batch, seq, dim);
+attentions (batch, heads, seq, seq); mask (batch, seq) with 1 on real tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """KL(teacher ‖ student) between distributions softened at T, times T² (Hinton et al. 2015).
+
+    Averaged over rows (all leading dimensions); the T² keeps gradient size independent of T.
+    """
+    t = temperature
+    s_logp = F.log_softmax(student_logits.float() / t, dim=-1).reshape(-1, student_logits.size(-1))
+    t_logp = F.log_softmax(teacher_logits.float() / t, dim=-1).reshape(-1, teacher_logits.size(-1))
+    return F.kl_div(s_logp, t_logp, reduction="batchmean", log_target=True) * t * t
+
+
+def hard_ce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Cross-entropy with the gold labels (or masked-LM targets; `ignore_index` positions skipped)."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=ignore_index)
+
+
+def classification_distillation(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float = 0.5,
+    temperature: float = 2.0,
+) -> torch.Tensor:
+    """Task distillation for classification: α·T²·KL(teacher‖student at T) + (1−α)·CE(gold)."""
+    loss = alpha * soft_target_kl(student_logits, teacher_logits, temperature)
+    if alpha < 1.0:
+        loss = loss + (1.0 - alpha) * hard_ce(student_logits, labels)
+    return loss
+
+
+def regression_distillation(
+    student_pred: torch.Tensor, teacher_pred: torch.Tensor, labels: torch.Tensor, alpha: float = 0.5
+) -> torch.Tensor:
+    """Task distillation for regression (STS-B): α·MSE(teacher prediction) + (1−α)·MSE(gold)."""
+    student_pred = student_pred.float().reshape(-1)
+    loss = alpha * F.mse_loss(student_pred, teacher_pred.float().reshape(-1))
+    return loss + (1.0 - alpha) * F.mse_loss(student_pred, labels.float().reshape(-1))
+
+
+def hidden_cosine(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Cosine embedding loss, mean of 1 − cos(student, teacher) over real tokens (DistilBERT's L_cos).
+
+    Also works on pooled vectors of shape (batch, dim) with mask None.
+    """
+    cos = F.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1)
+    if mask is None:
+        return (1.0 - cos).mean()
+    mask = mask.to(cos.dtype)
+    return ((1.0 - cos) * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def hidden_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error between hidden states, over real tokens and all dimensions (TinyBERT)."""
+    sq = (student_hidden.float() - teacher_hidden.float()).pow(2)
+    if mask is None:
+        return sq.mean()
+    mask = mask.to(sq.dtype).unsqueeze(-1)
+    return (sq * mask).sum() / (mask.sum().clamp(min=1.0) * sq.size(-1))
+
+
+def attention_kl(student_attn: torch.Tensor, teacher_attn: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(teacher ‖ student) between attention distributions per head and query (MiniLM, Wang et al. 2020).
+
+    Rows of both tensors are probabilities over keys; averaged over heads and real query tokens.
+    """
+    eps = 1e-12
+    t = teacher_attn.float()
+    kl = (t * (torch.log(t + eps) - torch.log(student_attn.float() + eps))).sum(-1)  # (batch, heads, seq)
+    if mask is None:
+        return kl.mean()
+    mask = mask.to(kl.dtype).unsqueeze(1).expand_as(kl)
+    return (kl * mask).sum() / mask.sum().clamp(min=1.0)

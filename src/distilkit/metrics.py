@@ -1,0 +1,59 @@
+"""GLUE metrics: per-task metric values, the per-task score, the GLUE macro score, retention."""
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+METRICS = {
+    "accuracy": accuracy_score,
+    "f1": f1_score,  # binary F1 of the positive class (label id 1), as in GLUE for MRPC and QQP
+    "mcc": matthews_corrcoef,
+    "pearson": lambda refs, preds: pearsonr(preds, refs)[0],
+    "spearman": lambda refs, preds: spearmanr(preds, refs)[0],
+}
+
+
+def compute_metrics(metric_names, predictions, references) -> dict[str, float]:
+    """{name: value} for class ids (accuracy, f1, mcc) or float scores (pearson, spearman)."""
+    preds, refs = np.asarray(predictions), np.asarray(references)
+    if preds.shape != refs.shape or preds.ndim != 1 or len(preds) == 0:
+        raise ValueError(f"expected two equally long, non-empty 1-D sequences, got shapes {preds.shape} and {refs.shape}")
+    out = {}
+    for name in metric_names:
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}")
+        out[name] = float(METRICS[name](refs, preds))
+    return out
+
+
+def evaluate_task_predictions(task, split_predictions) -> dict[str, float]:
+    """Metrics of a task over its dev splits: {split: (preds, refs)} -> {name: value}.
+
+    With more than one split (MNLI) the names are prefixed: "dev_matched_accuracy".
+    """
+    out = {}
+    for split, (preds, refs) in split_predictions.items():
+        values = compute_metrics(task.metrics, preds, refs)
+        prefix = f"{split}_" if len(split_predictions) > 1 else ""
+        out.update({prefix + k: v for k, v in values.items()})
+    return out
+
+
+def task_score(metrics: dict[str, float]) -> float:
+    """GLUE per-task score: the mean of the task's metric values."""
+    if not metrics:
+        raise ValueError("task_score needs at least one metric value")
+    return float(np.mean(list(metrics.values())))
+
+
+def glue_score(task_scores: dict[str, float]) -> float:
+    """GLUE score: the macro mean of per-task scores."""
+    if not task_scores:
+        raise ValueError("glue_score needs at least one task score")
+    return float(np.mean(list(task_scores.values())))
+
+
+def retention(student_score: float, teacher_score: float) -> float:
+    """Share of the teacher's score the student keeps (student / teacher)."""
+    if teacher_score == 0:
+        raise ValueError("retention is undefined for a teacher score of 0")
+    return float(student_score / teacher_score)

@@ -1,0 +1,1 @@
+"""Training stages built on `transformers.Trainer`: fine-tuning and task distillation."""

@@ -1,0 +1,132 @@
+"""What the training stages share: tokenising, batching, batched inference, Trainer arguments."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import Progress
+from transformers import DataCollatorWithPadding, TrainingArguments
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training stage (written to distil.json as they are)."""
+
+    epochs: float = 3.0
+    max_steps: int = -1
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    max_length: int = 128
+    seed: int = 42
+    bf16: bool | None = None  # None: on when the CPU/GPU supports bf16
+    save_steps: int = 500
+    logging_steps: int = 50
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bf16_supported() -> bool:
+    """bf16 autocast is worth it on GPUs with bf16 and on CPUs with AVX-512 BF16 or AMX."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def encode(ds, tokenizer, max_length: int = 128):
+    """Tokenise a text/text_pair/label dataset (batched `datasets.map`); adds a `length` column."""
+    has_pair = "text_pair" in ds.column_names
+
+    def tokenize(batch):
+        enc = tokenizer(batch["text"], batch["text_pair"] if has_pair else None, truncation=True, max_length=max_length)
+        enc["length"] = [len(ids) for ids in enc["input_ids"]]
+        return enc
+
+    drop = [c for c in ("text", "text_pair") if c in ds.column_names]
+    return ds.map(tokenize, batched=True, remove_columns=drop, desc="tokenising")
+
+
+def model_inputs(model) -> set[str]:
+    """Names the model's forward accepts (DistilBERT takes no token_type_ids)."""
+    return set(inspect.signature(model.forward).parameters)
+
+
+class Collator:
+    """Pads token fields per batch; stacks `teacher_*` fields; drops fields the model does not take."""
+
+    def __init__(self, tokenizer, accepted: set[str]):
+        self.pad = DataCollatorWithPadding(tokenizer)
+        self.accepted = accepted
+
+    def __call__(self, features: list[dict]) -> dict:
+        extra = {}
+        for key in [k for k in features[0] if k.startswith("teacher_")]:
+            extra[key] = torch.tensor(np.array([f.pop(key) for f in features]), dtype=torch.float32)
+        keep = self.accepted | {"label", "labels"}
+        batch = self.pad([{k: v for k, v in f.items() if k in keep} for f in features])
+        batch.update(extra)
+        return batch
+
+
+@torch.no_grad()
+def predict_logits(model, ds, tokenizer, batch_size: int = 64, description: str = "predicting", hidden: bool = False):
+    """Logits for every row of an encoded dataset, in row order (batches sorted by length for speed).
+
+    With `hidden`, also returns the last hidden state at the first token ([CLS]) per row.
+    """
+    model.eval()
+    columns = {k: ds[k] for k in model_inputs(model) & set(ds.column_names)}
+    pad = DataCollatorWithPadding(tokenizer)
+    order = np.argsort([-len(ids) for ids in columns["input_ids"]], kind="stable")
+    logits = np.zeros((len(ds), model.config.num_labels), dtype=np.float32)
+    cls = np.zeros((len(ds), model.config.hidden_size), dtype=np.float32)
+    device = next(model.parameters()).device
+    with Progress(transient=True) as progress:
+        bar = progress.add_task(description, total=len(ds))
+        for start in range(0, len(ds), batch_size):
+            idx = order[start : start + batch_size]
+            batch = pad([{k: v[i] for k, v in columns.items()} for i in idx])
+            out = model(**{k: v.to(device) for k, v in batch.items()}, output_hidden_states=hidden)
+            logits[idx] = out.logits.float().cpu().numpy()
+            if hidden:
+                cls[idx] = out.hidden_states[-1][:, 0].float().cpu().numpy()
+            progress.advance(bar, len(idx))
+    return (logits, cls) if hidden else logits
+
+
+def training_arguments(cfg: TrainConfig, output_dir: Path) -> TrainingArguments:
+    """Trainer arguments for a stage: CPU unless a GPU is present, bf16 when supported, resumable checkpoints."""
+    bf16 = bf16_supported() if cfg.bf16 is None else cfg.bf16
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup,
+        seed=cfg.seed,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
+        logging_steps=cfg.logging_steps,
+        report_to="none",
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0,
+        disable_tqdm=os.environ.get("DISTILKIT_QUIET") == "1",
+    )
