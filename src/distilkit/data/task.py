@@ -1,0 +1,82 @@
+"""One task's data, whatever its source: a GLUE task (local glue_data or hub) or the user's files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+
+from .errors import DataError
+from .files import load_table
+from .glue import default_glue_dir, get_task, load_glue_split
+
+# Readable names for GLUE's 0/1 labels (written into the model config, shown by predict/serve).
+DISPLAY_LABELS = {
+    "sst2": ["negative", "positive"],
+    "cola": ["unacceptable", "acceptable"],
+    "mrpc": ["not_equivalent", "equivalent"],
+    "qqp": ["not_duplicate", "duplicate"],
+    "wnli": ["not_entailment", "entailment"],
+}
+
+
+@dataclass
+class TaskData:
+    """Train and dev splits (columns text, [text_pair,] label) with how the task is scored."""
+
+    name: str
+    train: datasets.Dataset
+    dev: dict[str, datasets.Dataset]
+    metrics: tuple[str, ...]
+    label_names: list[str] | None  # None: regression
+    source: dict = field(default_factory=dict)
+
+    @property
+    def regression(self) -> bool:
+        return self.label_names is None
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.regression else len(self.label_names)
+
+    @property
+    def is_pair(self) -> bool:
+        return "text_pair" in self.train.column_names
+
+
+def load_task_data(
+    task: str | None = "sst2",
+    data_dir: str | Path | None = None,
+    train_file: str | Path | None = None,
+    dev_file: str | Path | None = None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str = "label",
+    regression: bool = False,
+    train_limit: int | None = None,
+    dev_limit: int | None = None,
+) -> TaskData:
+    """Load a GLUE task (from `data_dir`, else ../shared/data/glue when present, else the hub)
+    or, when `train_file` is given, the user's own CSV/TSV/JSONL train and dev files."""
+    if train_file is not None:
+        if dev_file is None:
+            raise DataError("--train needs --dev: a labelled file to evaluate on")
+        train, labels = load_table(train_file, text_column, label_column, text_pair_column, regression, None, train_limit)
+        dev, _ = load_table(dev_file, text_column, label_column, text_pair_column, regression, labels, dev_limit)
+        if regression:
+            metrics = ("pearson", "spearman")
+        else:
+            metrics = ("accuracy", "f1") if len(labels) == 2 else ("accuracy",)
+        name = Path(train_file).stem if task in (None, "sst2") else task
+        source = {"train_file": str(train_file), "dev_file": str(dev_file)}
+        return TaskData(name, train, {"dev": dev}, metrics, labels, source)
+
+    spec = get_task(task or "sst2")
+    if data_dir is None:
+        data_dir = default_glue_dir()
+    train = load_glue_split(spec, "train", data_dir, train_limit)
+    dev = {split: load_glue_split(spec, split, data_dir, dev_limit) for split in spec.dev_splits}
+    labels = None if spec.is_regression else DISPLAY_LABELS.get(spec.name, list(spec.labels))
+    source = {"glue_task": spec.name, "data_dir": str(data_dir) if data_dir else "hub:nyu-mll/glue"}
+    return TaskData(spec.name, train, dev, spec.metrics, labels, source)

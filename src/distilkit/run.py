@@ -1,0 +1,97 @@
+"""`distil run`: teacher fine-tune → student → task distillation → baseline → evaluation → report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .artifacts import atomic_output_dir, write_json
+from .data.task import TaskData
+from .pipeline import (
+    console,
+    distil_task,
+    finetune_teacher,
+    make_student,
+    stage_info,
+    train_baseline,
+    versions,
+)
+from .report import write_report
+from .train.common import TrainConfig
+from .train.task import DistillConfig
+
+
+def _stage(folder: Path, resume: bool, build):
+    """Run a stage unless --resume finds its finished folder."""
+    if resume and folder.exists():
+        console.print(f"[green]reusing finished stage {folder.name}")
+        return stage_info(folder)
+    return build()
+
+
+def run_pipeline(teacher: str, data: TaskData, out: Path, teacher_cfg: TrainConfig, student_cfg: TrainConfig,
+                 dcfg: DistillConfig, layers: str | None = None, num_layers: int | None = None,
+                 overwrite: bool = False, resume: bool = False) -> dict:
+    """Run every stage into OUT (teacher/, student_init/, student/, baseline/, cache/) and write
+    OUT/metrics.json and OUT/report.md. Returns the metrics."""
+    start = time.perf_counter()
+    out = Path(out)
+    with atomic_output_dir(out, overwrite, resume) as tmp:
+        t_info = _stage(tmp / "teacher", resume, lambda: finetune_teacher(
+            teacher, data, teacher_cfg, tmp / "teacher", resume=resume))
+        i_info = _stage(tmp / "student_init", resume, lambda: make_student(
+            str(tmp / "teacher"), tmp / "student_init", layers, num_layers))
+        s_info = _stage(tmp / "student", resume, lambda: distil_task(
+            str(tmp / "teacher"), data, student_cfg, dcfg, tmp / "student", tmp / "cache",
+            student=str(tmp / "student_init"), resume=resume))
+        b_info = _stage(tmp / "baseline", resume, lambda: train_baseline(
+            str(tmp / "student_init"), data, student_cfg, tmp / "baseline", resume=resume))
+        models = {name: {**info["metrics"], "parameters": info["parameters"]}
+                  for name, info in (("teacher", t_info), ("student", s_info), ("baseline", b_info))}
+        teacher_score = models["teacher"]["score"]
+        metrics = {
+            "task": data.name,
+            "teacher": str(teacher),
+            "data": data.source,
+            "train_examples": s_info["train_examples"],
+            "dev_examples": {name: len(ds) for name, ds in data.dev.items()},
+            "layer_map": i_info["layer_map"],
+            "models": models,
+            "retention": models["student"]["score"] / teacher_score,
+            "baseline_retention": models["baseline"]["score"] / teacher_score,
+            "train_seconds": {
+                "teacher": t_info["train_seconds"],
+                "teacher_outputs": s_info["teacher_outputs_seconds"],
+                "student": s_info["train_seconds"],
+                "baseline": b_info["train_seconds"],
+            },
+            "distill_cost_ratio": s_info["train_seconds"] / max(b_info["train_seconds"], 1e-9),
+            "config": {"teacher": t_info["config"], "student": s_info["config"],
+                       "distillation": s_info["distillation"]},
+            "versions": versions(),
+        }
+        metrics["wall_seconds"] = time.perf_counter() - start
+        _relocate(tmp, out)
+        metrics = _replace_paths(metrics, str(tmp), str(out))
+        write_json(tmp / "metrics.json", metrics)
+        write_report(metrics, tmp)
+    console.print(f"[bold]done in {metrics['wall_seconds'] / 60:.1f} min[/]: {out}/metrics.json, {out}/report.md")
+    return metrics
+
+
+def _replace_paths(obj, old: str, new: str):
+    if isinstance(obj, str):
+        return obj.replace(old, new)
+    if isinstance(obj, dict):
+        return {k: _replace_paths(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_replace_paths(v, old, new) for v in obj]
+    return obj
+
+
+def _relocate(tmp: Path, out: Path) -> None:
+    """Stage records name the temporary run folder; point them at the final one."""
+    from .artifacts import read_json
+
+    for record in tmp.glob("*/distil.json"):
+        write_json(record, _replace_paths(read_json(record), str(tmp), str(out)))
