@@ -43,7 +43,9 @@ def versions() -> dict:
 
 def save_model(model, tokenizer, folder: Path, info: dict) -> None:
     """save_pretrained (safetensors) + tokenizer (only the inputs the model takes) + distil.json."""
-    tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n in model_inputs(model)]
+    names = [n for n in tokenizer.model_input_names if n in model_inputs(model)]
+    tokenizer.model_input_names = names
+    tokenizer.init_kwargs["model_input_names"] = names  # so it is saved in tokenizer_config.json
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     write_json(folder / "distil.json", {**info, "versions": versions()})

@@ -1,0 +1,71 @@
+"""Each loss against a value computed by hand."""
+
+import math
+
+import pytest
+import torch
+
+from distilkit import losses
+
+LN3 = math.log(3.0)
+# teacher softmax [0.75, 0.25] against student [0.5, 0.5]: 0.75 ln 1.5 + 0.25 ln 0.5
+KL_HAND = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+
+
+def test_soft_target_kl_at_t1():
+    s, t = torch.tensor([[0.0, 0.0]]), torch.tensor([[LN3, 0.0]])
+    assert losses.soft_target_kl(s, t, temperature=1.0).item() == pytest.approx(KL_HAND, rel=1e-5)
+
+
+def test_soft_target_kl_scales_by_t_squared():
+    s, t = torch.tensor([[0.0, 0.0]]), torch.tensor([[2 * LN3, 0.0]])  # same distribution at T=2
+    assert losses.soft_target_kl(s, t, temperature=2.0).item() == pytest.approx(4 * KL_HAND, rel=1e-5)
+
+
+def test_soft_target_kl_is_zero_for_equal_logits_and_averages_rows():
+    logits = torch.randn(5, 3)
+    assert losses.soft_target_kl(logits, logits).item() == pytest.approx(0.0, abs=1e-6)
+    s = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    t = torch.tensor([[LN3, 0.0], [0.0, 0.0]])
+    assert losses.soft_target_kl(s, t, 1.0).item() == pytest.approx(KL_HAND / 2, rel=1e-5)
+
+
+def test_hard_ce_and_ignore_index():
+    logits = torch.tensor([[0.0, 0.0], [5.0, -5.0]])
+    assert losses.hard_ce(logits[:1], torch.tensor([0])).item() == pytest.approx(math.log(2), rel=1e-6)
+    assert losses.hard_ce(logits, torch.tensor([0, -100])).item() == pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_classification_distillation_mixes_kl_and_ce():
+    s, t, y = torch.tensor([[0.0, 0.0]]), torch.tensor([[LN3, 0.0]]), torch.tensor([1])
+    got = losses.classification_distillation(s, t, y, alpha=0.3, temperature=1.0).item()
+    assert got == pytest.approx(0.3 * KL_HAND + 0.7 * math.log(2), rel=1e-5)
+
+
+def test_regression_distillation():
+    s, t, y = torch.tensor([1.0, 2.0]), torch.tensor([1.0, 1.0]), torch.tensor([0.0, 4.0])
+    # MSE to teacher (0 + 1)/2 = 0.5; MSE to gold (1 + 4)/2 = 2.5
+    assert losses.regression_distillation(s, t, y, alpha=0.25).item() == pytest.approx(0.25 * 0.5 + 0.75 * 2.5)
+
+
+def test_hidden_cosine_with_mask():
+    s = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    t = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    assert losses.hidden_cosine(s, t).item() == pytest.approx(0.5)  # cos 1 and cos 0
+    assert losses.hidden_cosine(s, t, torch.tensor([[1, 0]])).item() == pytest.approx(0.0, abs=1e-7)
+    assert losses.hidden_cosine(s[:, 1], -s[:, 1]).item() == pytest.approx(2.0)
+
+
+def test_hidden_mse_with_mask():
+    s = torch.tensor([[[1.0, 1.0], [3.0, 3.0]]])
+    t = torch.zeros(1, 2, 2)
+    assert losses.hidden_mse(s, t).item() == pytest.approx(5.0)
+    assert losses.hidden_mse(s, t, torch.tensor([[1, 0]])).item() == pytest.approx(1.0)
+
+
+def test_attention_kl():
+    t = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]])  # (batch 1, head 1, query 2, key 2)
+    s = torch.tensor([[[[0.5, 0.5], [0.5, 0.5]]]])
+    assert losses.attention_kl(t, t).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.attention_kl(s, t).item() == pytest.approx(math.log(2) / 2, rel=1e-5)
+    assert losses.attention_kl(s, t, torch.tensor([[1, 0]])).item() == pytest.approx(math.log(2), rel=1e-5)
