@@ -37,7 +37,8 @@ ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run fr
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[red]error:[/] {err}")
+    console.print("[red]error:[/]", end=" ")
+    console.print(str(err), markup=False, soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 

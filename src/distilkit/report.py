@@ -19,7 +19,7 @@ def plot_run(metrics: dict, path: Path) -> Path:
     names = [m for m in MODELS if m in metrics["models"]]
     scores = [metrics["models"][m]["score"] * 100 for m in names]
     params = [metrics["models"][m]["parameters"]["total"] / 1e6 for m in names]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
     ax1.bar(names, scores, color=["#555", "#2a7", "#aaa"][: len(names)])
     ax1.set_ylim(max(0, min(scores) - 10), 100)
     ax1.set_ylabel(f"{metrics['task']} dev score (%)")
@@ -30,7 +30,6 @@ def plot_run(metrics: dict, path: Path) -> Path:
     for i, p in enumerate(params):
         ax2.text(i, p + 0.2, f"{p:.1f}", ha="center")
     fig.suptitle(f"distil run: {metrics['task']} — retention {metrics['retention'] * 100:.1f}%")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

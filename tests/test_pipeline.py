@@ -1,0 +1,174 @@
+"""The pipeline on tiny random models and tiny GLUE-layout data: stages, folders, errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from distilkit.artifacts import OutputExistsError, atomic_output_dir, write_json
+from distilkit.cli import app
+from distilkit.data.task import load_task_data
+from distilkit.models import ModelError, resolve_model
+from distilkit.pipeline import distil_task, finetune_teacher, make_student, train_baseline
+from distilkit.run import run_pipeline
+from distilkit.student import StudentError
+from distilkit.train.common import TrainConfig
+from distilkit.train.task import DistillConfig
+
+FAST = TrainConfig(epochs=1, batch_size=16, learning_rate=1e-3, max_length=32, bf16=False, save_steps=3,
+                   logging_steps=2)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_teacher, tiny_glue, tmp_path_factory):
+    data = load_task_data("sst2", tiny_glue)
+    out = tmp_path_factory.mktemp("runs") / "run"
+    metrics = run_pipeline(str(tiny_teacher), data, out, FAST, FAST, DistillConfig(alpha=0.5, temperature=2.0),
+                           layers="first-2")
+    return out, metrics
+
+
+def test_run_writes_every_stage_and_metrics(tiny_run):
+    out, metrics = tiny_run
+    for stage in ("teacher", "student_init", "student", "baseline"):
+        assert (out / stage / "model.safetensors").exists()
+        assert (out / stage / "distil.json").exists()
+        assert not list((out / stage).glob("checkpoint*")) and not (out / stage / "checkpoints").exists()
+    assert not list(out.parent.glob(".*partial"))
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["models"].keys() == {"teacher", "student", "baseline"}
+    for model in on_disk["models"].values():
+        assert 0.0 <= model["accuracy"] <= 1.0 and model["score"] == model["accuracy"]
+        assert model["parameters"]["total"] > 0
+    assert on_disk["retention"] == pytest.approx(on_disk["models"]["student"]["score"] / on_disk["models"]["teacher"]["score"])
+    assert set(on_disk["train_seconds"]) == {"teacher", "teacher_outputs", "student", "baseline"}
+    assert on_disk["layer_map"] == [0, 1]
+    assert str(out) in json.loads((out / "student" / "distil.json").read_text())["teacher"]
+    assert "partial" not in (out / "metrics.json").read_text()
+    assert (out / "report.md").read_text().count("| teacher |") == 1 and (out / "report.png").stat().st_size > 0
+
+
+def test_student_folder_loads_as_standard_distilbert(tiny_run):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    out, _ = tiny_run
+    model = AutoModelForSequenceClassification.from_pretrained(out / "student")
+    assert model.config.model_type == "distilbert" and model.config.n_layers == 2
+    tokenizer = AutoTokenizer.from_pretrained(out / "student")
+    assert "token_type_ids" not in tokenizer("good movie")
+    classify = pipeline("text-classification", model=str(out / "student"))
+    assert classify("good movie")[0]["label"] in ("negative", "positive")
+
+
+def test_eval_command_reproduces_run_metrics(tiny_run, tiny_glue):
+    out, metrics = tiny_run
+    result = runner.invoke(app, ["eval", str(out / "student"), "--data", str(tiny_glue), "--out",
+                                 str(out.parent / "eval.json")])
+    assert result.exit_code == 0, result.output
+    again = json.loads((out.parent / "eval.json").read_text())["metrics"]
+    assert again["accuracy"] == pytest.approx(metrics["models"]["student"]["accuracy"])
+
+
+def test_run_refuses_existing_output_without_overwrite(tiny_run):
+    out, _ = tiny_run
+    before = (out / "metrics.json").read_text()
+    result = runner.invoke(app, ["run", "--out", str(out)])
+    assert result.exit_code == 2 and "already exists" in result.output and "--overwrite" in result.output
+    assert (out / "metrics.json").read_text() == before
+
+
+def test_resume_reuses_finished_stages(tiny_teacher, tiny_glue, tmp_path):
+    data = load_task_data("sst2", tiny_glue)
+    out = tmp_path / "run"
+    partial = tmp_path / ".run.partial"
+    # a run killed after its teacher stage: only the teacher folder is finished
+    finetune_teacher(str(tiny_teacher), data, FAST, partial / "teacher")
+    stamp = (partial / "teacher" / "model.safetensors").stat().st_mtime_ns
+    metrics = run_pipeline(str(tiny_teacher), data, out, FAST, FAST, DistillConfig(), layers="first-2", resume=True)
+    assert (out / "teacher" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert metrics["train_seconds"]["teacher"] > 0 and (out / "baseline" / "model.safetensors").exists()
+
+
+def test_distillation_uses_cached_teacher_outputs(tiny_teacher, tiny_glue, tmp_path):
+    data = load_task_data("sst2", tiny_glue)
+    teacher = tmp_path / "teacher"
+    finetune_teacher(str(tiny_teacher), data, FAST, teacher)
+    first = distil_task(str(teacher), data, FAST, DistillConfig(), tmp_path / "s1", tmp_path / "cache", layers="first-2")
+    second = distil_task(str(teacher), data, FAST, DistillConfig(), tmp_path / "s2", tmp_path / "cache", layers="first-2")
+    assert first["teacher_outputs_seconds"] > 0 and second["teacher_outputs_seconds"] == 0.0
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert second["metrics"] == first["metrics"]  # same seed, same cached targets
+
+
+def test_regression_task_from_user_files(tiny_teacher, tmp_path):
+    rows = [("good movie", 4.5), ("bad plot", 0.5), ("a fine film", 3.0), ("dull story", 1.0)] * 6
+    for name in ("train.csv", "dev.csv"):
+        (tmp_path / name).write_text("sentence,score\n" + "\n".join(f"{t},{y}" for t, y in rows) + "\n")
+    data = load_task_data(None, None, tmp_path / "train.csv", tmp_path / "dev.csv", "sentence", None, "score", True)
+    teacher = tmp_path / "teacher"
+    info = finetune_teacher(str(tiny_teacher), data, FAST, teacher)
+    assert set(info["metrics"]) == {"pearson", "spearman", "score"}
+    student = distil_task(str(teacher), data, FAST, DistillConfig(), tmp_path / "student", tmp_path / "cache",
+                          layers="first-2")
+    assert student["parameters"]["total"] < info["parameters"]["total"]
+    base = train_baseline(str(tmp_path / "student"), data, FAST, tmp_path / "baseline")
+    assert "pearson" in base["metrics"]
+
+
+def test_student_command_prints_parameters_and_writes_folder(tiny_teacher, tmp_path):
+    result = runner.invoke(app, ["student", "--teacher", str(tiny_teacher), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert "non-embedding" in result.output and "teacher" in result.output
+    info = json.loads((tmp_path / "s" / "distil.json").read_text())
+    assert info["layer_map"] == [0, 2] and info["student_type"] == "distilbert"
+
+
+def test_student_deeper_than_teacher_is_refused(tiny_teacher, tmp_path):
+    result = runner.invoke(app, ["student", "--teacher", str(tiny_teacher), "--out", str(tmp_path / "s"),
+                                 "--num-layers", "5"])
+    assert result.exit_code == 2 and "deeper than its teacher (4 layers)" in result.output
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(StudentError):
+        make_student(str(tiny_teacher), tmp_path / "s", "0,9")
+
+
+def test_teacher_folder_without_weights_is_refused(tiny_teacher, tmp_path):
+    folder = tmp_path / "noweights"
+    folder.mkdir()
+    (folder / "config.json").write_text((tiny_teacher / "config.json").read_text())
+    with pytest.raises(ModelError, match="no weights: expected model.safetensors"):
+        resolve_model(str(folder))
+    (folder / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    with pytest.raises(ModelError, match="pickles we do not load"):
+        resolve_model(str(folder))
+    result = runner.invoke(app, ["student", "--teacher", str(folder), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "noweights" in result.output
+
+
+def test_bad_data_is_reported_with_file_and_line(tiny_teacher, tmp_path):
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_text("sentence\tlabel\ngood movie\t1\nbad movie\t7\n")
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    result = runner.invoke(app, ["run", "--data", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "train.tsv, line 3" in result.output and "'7'" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_atomic_output_dir_leaves_nothing_on_failure(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(out) as tmp:
+            write_json(tmp / "a.json", {"x": 1})
+            raise RuntimeError("killed")
+    assert not out.exists()
+    with atomic_output_dir(out) as tmp:
+        write_json(tmp / "a.json", {"x": 2})
+    with pytest.raises(OutputExistsError):
+        with atomic_output_dir(out):
+            pass
+    with atomic_output_dir(out, overwrite=True) as tmp:
+        write_json(tmp / "a.json", {"x": 3})
+    assert json.loads((out / "a.json").read_text()) == {"x": 3}
