@@ -19,7 +19,8 @@ def plot_run(metrics: dict, path: Path) -> Path:
     names = [m for m in MODELS if m in metrics["models"]]
     scores = [metrics["models"][m]["score"] * 100 for m in names]
     params = [metrics["models"][m]["parameters"]["total"] / 1e6 for m in names]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8))
+    fig.subplots_adjust(top=0.85, wspace=0.35, left=0.08, right=0.97)
     ax1.bar(names, scores, color=["#555", "#2a7", "#aaa"][: len(names)])
     ax1.set_ylim(max(0, min(scores) - 10), 100)
     ax1.set_ylabel(f"{metrics['task']} dev score (%)")
@@ -28,7 +29,8 @@ def plot_run(metrics: dict, path: Path) -> Path:
     ax2.bar(names, params, color=["#555", "#2a7", "#aaa"][: len(names)])
     ax2.set_ylabel("parameters (M)")
     for i, p in enumerate(params):
-        ax2.text(i, p + 0.2, f"{p:.1f}", ha="center")
+        ax2.text(i, p * 1.01, f"{p:.1f}", ha="center")
+    ax2.set_ylim(0, max(params) * 1.15)
     fig.suptitle(f"distil run: {metrics['task']} — retention {metrics['retention'] * 100:.1f}%")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
