@@ -172,3 +172,19 @@ def test_atomic_output_dir_leaves_nothing_on_failure(tmp_path):
     with atomic_output_dir(out, overwrite=True) as tmp:
         write_json(tmp / "a.json", {"x": 3})
     assert json.loads((out / "a.json").read_text()) == {"x": 3}
+
+
+def test_finetune_is_skipped_for_a_teacher_with_a_fitting_head(tiny_run, tiny_glue, tmp_path):
+    out, metrics = tiny_run
+    data = load_task_data("sst2", tiny_glue)
+    info = finetune_teacher(str(out / "teacher"), data, FAST, tmp_path / "again")
+    assert info["skipped"] and info["train_seconds"] == 0.0
+    assert info["metrics"]["accuracy"] == pytest.approx(metrics["models"]["teacher"]["accuracy"])
+    forced = finetune_teacher(str(out / "teacher"), data, FAST, tmp_path / "forced", force=True)
+    assert not forced["skipped"] and forced["train_seconds"] > 0
+
+
+def test_task_command_needs_a_finetuned_teacher(tiny_teacher, tiny_glue, tmp_path):
+    result = runner.invoke(app, ["task", "--teacher", str(tiny_teacher), "--data", str(tiny_glue),
+                                 "--out", str(tmp_path / "s"), "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "fine-tune it first" in result.output
