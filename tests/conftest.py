@@ -35,7 +35,9 @@ def make_tokenizer(folder: Path):
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
+    assert tokenizer.convert_tokens_to_ids("movie") == vocab.index("movie"), "tiny vocabulary not loaded"
+    return tokenizer
 
 
 def tiny_bert_config(**overrides):

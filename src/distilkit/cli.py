@@ -236,5 +236,145 @@ def run(
     console.print(json.dumps(metrics["train_seconds"]))
 
 
+
+# --- deploy: export, bench, predict, serve -------------------------------------------------------
+
+BackendOpt = typer.Option("auto", "--backend", "-b",
+                          help="auto (ONNX int8 > ONNX fp32 > torch) | torch | torch-bf16 | onnx | onnx-int8.")
+MaxLengthOpt = typer.Option(None, "--max-length", help="Truncate to N tokens (default: the training length, else 128).")
+
+
+def _deploy_errors():
+    from .backends import BackendError
+    from .export import ExportCheckError
+    from .predict import InputError
+
+    return _user_errors() + (BackendError, ExportCheckError, InputError)
+
+
+@app.command("export")
+def export_cmd(
+    model_dir: str = typer.Argument(..., help="A task model folder (save_pretrained, safetensors)."),
+    task: Optional[str] = typer.Option(None, "--task", help="GLUE task whose dev set checks the export "
+                                                            "(default: distil.json's task, else sst2)."),
+    data: Optional[Path] = DataOpt, dev_limit: Optional[int] = DevLimitOpt,
+    tolerance: float = typer.Option(1.0, "--tolerance", help="Largest dev-score drop (points) a file may show."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write the int8 model (per-channel dynamic)."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Check against the torch model on the dev set."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder of the ONNX files (default MODEL_DIR)."),
+    max_length: Optional[int] = MaxLengthOpt,
+):
+    """ONNX export (optimised fp32 + int8), checked against the torch model; writes export.json."""
+    from .backends import read_info
+    from .export import export_onnx
+
+    try:
+        d = None
+        if check:
+            task = task or read_info(model_dir, "distil.json").get("task") or "sst2"
+            d = _data(task, data, None, None, "text", None, "label", False, 1, dev_limit)
+        info = export_onnx(model_dir, out, int8, d, tolerance, max_length)
+    except _deploy_errors() as err:
+        _fail(err)
+    folder = out or Path(model_dir)
+    if "check" in info:
+        table = Table(title=f"{info['check']['task']} dev ({info['check']['dev_examples']} examples)")
+        for col in ("backend", "score", "drop (points)", "label agreement", "max |logit diff|"):
+            table.add_column(col, justify="left" if col == "backend" else "right")
+        for name, r in info["check"]["results"].items():
+            agree = "" if r.get("label_agreement") is None else f"{r['label_agreement'] * 100:.2f}%"
+            table.add_row(name, f"{r['score'] * 100:.2f}", f"{r.get('score_drop_points', 0):.2f}", agree,
+                          f"{r['max_abs_logit_diff']:.2e}" if "max_abs_logit_diff" in r else "")
+        console.print(table)
+    for name, size in info["files"].items():
+        console.print(f"→ {folder / name} ({size / 1e6:.1f} MB)")
+    console.print(f"→ {folder / 'export.json'}")
+
+
+@app.command()
+def bench(
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher task model folder."),
+    student: Optional[Path] = typer.Option(None, "--student", help="Student task model folder."),
+    seq: str = typer.Option("32,128", "--seq", help="Sequence lengths of the batch-1 latency runs."),
+    batch: int = typer.Option(32, "--batch", help="Batch of the throughput run (at the longest --seq)."),
+    repeats: int = typer.Option(20, "--repeats", help="Timed calls per model, backend and scenario."),
+    backends: Optional[str] = typer.Option(None, "--backends", help="Comma list (default: all available)."),
+    peak_size: int = typer.Option(1024, "--peak-size", help="Size of the square matmuls timing the machine's peak."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for bench.json, bench.md, bench.png."),
+):
+    """Size, latency and throughput of teacher and student on each backend, interleaved in one run."""
+    from .bench import run_bench, write_bench
+
+    models = {name: d for name, d in (("teacher", teacher), ("student", student)) if d is not None}
+    if not models:
+        _fail(ValueError("give --teacher and/or --student"))
+    try:
+        seqs = [int(s) for s in seq.split(",") if s.strip()]
+        result = run_bench(models, seqs, batch, repeats, backends=backends.split(",") if backends else None,
+                           peak_size=peak_size)
+    except (ValueError, *_deploy_errors()) as err:
+        _fail(err)
+    paths = write_bench(result, out)
+    table = Table(title=f"distil bench (forward only; speedup vs {result['reference']['model']} "
+                        f"{result['reference']['backend']})")
+    for col in ("scenario", "model", "backend", "median ms", "p90 ms", "seq/s", "speedup", "% of peak"):
+        table.add_column(col, justify="left" if col in ("scenario", "model", "backend") else "right")
+    for r in result["results"]:
+        table.add_row(r["name"], r["model"], r["backend"], f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
+                      f"{r['sequences_per_s']:.1f}", f"{r['speedup']:.2f}x", f"{r['percent_of_peak']:.0f}%")
+    console.print(table)
+    console.print("→ " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command()
+def predict(
+    model_dir: str = typer.Argument(..., help="A task model folder."),
+    texts: Optional[list[str]] = typer.Argument(None, help="Texts to label (default: --file, else stdin)."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="One text per line, or JSONL with \"text\" "
+                                                                   "and optional \"text_pair\"."),
+    fmt: str = typer.Option("auto", "--format", help="auto | lines | jsonl (auto: .jsonl name or a first '{')."),
+    backend: str = BackendOpt,
+    batch_size: int = typer.Option(32, "--batch-size"),
+    max_length: Optional[int] = MaxLengthOpt,
+):
+    """Label texts: JSONL on stdout, {"label", "score"} per text (score: probability of the label)."""
+    from .backends import is_pair_model, load_backend
+    from .predict import check_pairs, predict as predict_texts, read_inputs, write_jsonl
+
+    try:
+        texts, pairs = read_inputs(texts, file, fmt=fmt)
+        check_pairs(is_pair_model(model_dir), pairs, model_dir)
+        rows = predict_texts(load_backend(model_dir, backend, max_length), texts, pairs, batch_size)
+    except _deploy_errors() as err:
+        _fail(err)
+    write_jsonl(rows)
+
+
+@app.command()
+def serve(
+    model_dir: str = typer.Argument(..., help="A task model folder (exported: ONNX int8 is used)."),
+    host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8000, "--port"),
+    backend: str = BackendOpt, max_length: Optional[int] = MaxLengthOpt,
+    max_batch: int = typer.Option(32, "--max-batch", help="Most texts in one model call."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="Longest wait for a batch to fill."),
+    max_texts: int = typer.Option(64, "--max-texts", help="Most texts in one request (413 beyond)."),
+    max_chars: int = typer.Option(2000, "--max-chars", help="Most characters in one text (413 beyond)."),
+    max_queue: int = typer.Option(1024, "--max-queue", help="Most texts waiting (503 beyond)."),
+    timeout_s: float = typer.Option(10.0, "--timeout-s", help="Per-request timeout (504)."),
+    max_body_bytes: Optional[int] = typer.Option(None, "--max-body-bytes", help="Request body limit (413; default "
+                                                                                "from --max-texts and --max-chars)."),
+    access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request (costs CPU)."),
+):
+    """HTTP classifier: POST /v1/classify, GET /health, GET /metrics, /docs; micro-batched."""
+    from .serve import serve as run_server
+
+    try:
+        run_server(model_dir, host, port, backend, max_length, access_log, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                   max_texts=max_texts, max_chars=max_chars, max_queue=max_queue, timeout_s=timeout_s,
+                   max_body_bytes=max_body_bytes)
+    except _deploy_errors() as err:
+        _fail(err)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

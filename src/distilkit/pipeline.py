@@ -131,16 +131,16 @@ def _fingerprint(*parts) -> str:
     return digest.hexdigest()[:16]
 
 
-def teacher_outputs_cached(teacher_dir: str, teacher, tokenizer, data: TaskData, train_ds, with_cls: bool,
-                           cache_dir: Path) -> tuple[datasets.Dataset, float]:
+def teacher_outputs_cached(teacher_dir: str, teacher, tokenizer, data: TaskData, train_ds, max_length: int,
+                           with_cls: bool, cache_dir: Path) -> tuple[datasets.Dataset, float]:
     """`train_ds` plus the teacher's outputs, computed once and stored under `cache_dir` (Arrow).
 
     Returns the dataset and the seconds spent computing the outputs (0 when they were cached)."""
     weights = sorted(Path(teacher_dir).glob("*.safetensors"))
     key = _fingerprint(
         [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in weights],
-        data.train["text"], data.train["text_pair"] if data.is_pair else None, len(train_ds[0]["input_ids"]) if len(train_ds) else 0,
-        train_ds.column_names, with_cls,
+        data.train["text"], data.train["text_pair"] if data.is_pair else None, max_length, train_ds.column_names,
+        with_cls,
     )
     path = Path(cache_dir) / f"teacher-outputs-{key}"
     if path.exists():
@@ -174,8 +174,8 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
             origin = {"student_init": str(student)}
         student_model.config.problem_type = teacher_model.config.problem_type
         train_ds = encode(data.train, tokenizer, cfg.max_length)
-        with_outputs, teacher_seconds = teacher_outputs_cached(teacher, teacher_model, tokenizer, data, train_ds, dcfg.cls_weight > 0,
-                                              cache_dir)
+        with_outputs, teacher_seconds = teacher_outputs_cached(teacher, teacher_model, tokenizer, data, train_ds,
+                                                               cfg.max_length, dcfg.cls_weight > 0, cache_dir)
         del teacher_model
         seconds = distill(student_model, tokenizer, with_outputs, cfg, dcfg, data.regression, tmp / "checkpoints", resume)
         metrics = evaluate_model(student_model, tokenizer, data, cfg.max_length)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .artifacts import atomic_output_dir, write_json
+from .artifacts import atomic_output_dir, read_json, write_json
 from .data.task import TaskData
 from .pipeline import (
     console,
@@ -91,7 +91,5 @@ def _replace_paths(obj, old: str, new: str):
 
 def _relocate(tmp: Path, out: Path) -> None:
     """Stage records name the temporary run folder; point them at the final one."""
-    from .artifacts import read_json
-
     for record in tmp.glob("*/distil.json"):
         write_json(record, _replace_paths(read_json(record), str(tmp), str(out)))

@@ -1,0 +1,178 @@
+"""Bounded loopback load test of `distil serve`, set against offline batch throughput.
+
+Starts `distil serve MODEL_DIR` in a subprocess on a free port, sends N requests from C concurrent
+httpx.AsyncClient tasks, reports latency p50/p90/p99, requests/s, texts/s, status counts (5xx) and the
+server's mean batch size, stops the server (SIGTERM: graceful), then times the same backend offline
+(`predict_all` in batches of --max-batch, tokenising included, as the server does) on the same texts.
+Client and server share the machine's cores: the served figure is a floor, not a ceiling.
+
+    python benchmarks/load_serve.py runs/sst2/student --requests 2000 --concurrency 32 --out runs/sst2/load_serve.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_texts(path: str | None, limit: int = 2000) -> list[str]:
+    """Texts to send: --texts FILE (one per line), else SST-2 dev sentences, else a few fixed ones."""
+    if path:
+        return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
+    from distilkit.data.glue import default_glue_dir
+
+    glue = default_glue_dir()
+    if glue and (Path(glue) / "SST-2" / "dev.tsv").exists():
+        lines = (Path(glue) / "SST-2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        return [line.split("\t")[0] for line in lines if line.strip()][:limit]
+    return ["a good film", "the plot was dull and the actor was very bad", "not a great movie", "fine"] * 8
+
+
+def start_server(args, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "distilkit.cli", "serve", args.model_dir, "--port", str(port), "--backend",
+           args.backend, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
+           "--max-queue", str(max(1024, args.concurrency * args.texts_per_request * 2))]
+    log = open(args.log, "w") if args.log else subprocess.DEVNULL
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with code {proc.returncode} (see --log)")
+        try:
+            r = httpx.get(f"{url}/health", timeout=2)
+            if r.status_code == 200:
+                return r.json()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"the server was not ready within {timeout} s")
+
+
+async def load(url: str, texts: list[str], n: int, concurrency: int, per_request: int) -> dict:
+    latencies, statuses, failures = [], {}, 0
+    counter = iter(range(n))
+
+    async def client_task(client):
+        nonlocal failures
+        for i in counter:  # shared iterator: each request index is sent once
+            batch = [texts[(i * per_request + k) % len(texts)] for k in range(per_request)]
+            start = time.perf_counter()
+            try:
+                r = await client.post(f"{url}/v1/classify", json={"texts": batch})
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - start)
+            except httpx.HTTPError:
+                failures += 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(client_task(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    ms = np.array(latencies) * 1e3
+    ok = statuses.get(200, 0)
+    pct = (lambda q: float(np.percentile(ms, q))) if len(ms) else (lambda q: None)
+    return {"requests": n, "concurrency": concurrency, "texts_per_request": per_request, "seconds": wall,
+            "requests_per_s": ok / wall, "texts_per_s": ok * per_request / wall,
+            "latency_ms": {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": float(ms.max()) if len(ms) else None},
+            "status_counts": {str(k): v for k, v in sorted(statuses.items())},
+            "count_5xx": sum(v for k, v in statuses.items() if k >= 500), "transport_errors": failures}
+
+
+def server_metrics(url: str) -> dict:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line and not line.startswith("#") and "{" not in line}
+    batches = values.get("distil_batches_total", 0)
+    return {"batches": batches, "mean_batch_size": values.get("distil_batch_texts_total", 0) / batches if batches else None,
+            "inference_seconds": values.get("distil_inference_seconds_total")}
+
+
+def offline_throughput(model_dir: str, backend: str, texts: list[str], batch: int, total: int) -> dict:
+    """texts/s of the same backend in-process on `total` texts in batches of `batch` (tokenising included)."""
+    from distilkit.backends import load_backend, predict_all
+
+    model = load_backend(model_dir, backend)
+    sample = [texts[i % len(texts)] for i in range(total)]
+    predict_all(model, sample[:batch], batch_size=batch)  # warm-up
+    start = time.perf_counter()
+    predict_all(model, sample, batch_size=batch)
+    seconds = time.perf_counter() - start
+    return {"backend": model.name, "texts": total, "batch_size": batch, "seconds": seconds, "texts_per_s": total / seconds}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model_dir")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--texts-per-request", type=int, default=1)
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--texts", help="File of texts to send, one per line (default: SST-2 dev).")
+    p.add_argument("--out", default="load_serve.json")
+    p.add_argument("--log", help="Write the server's output to this file.")
+    args = p.parse_args()
+
+    texts = load_texts(args.texts)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(args, port)
+    try:
+        health = wait_ready(url, proc)
+        asyncio.run(load(url, texts, min(64, args.requests), args.concurrency, args.texts_per_request))  # warm-up
+        before = server_metrics(url)
+        served = asyncio.run(load(url, texts, args.requests, args.concurrency, args.texts_per_request))
+        after = server_metrics(url)
+        batches = after["batches"] - before["batches"]
+        served["server_batches"] = batches
+        served["server_mean_batch_size"] = served["texts_per_s"] * served["seconds"] / batches if batches else None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)  # uvicorn re-raises SIGTERM after a graceful shutdown: -15
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = "killed"
+    offline = offline_throughput(args.model_dir, health["backend"], texts, args.max_batch,
+                                 args.requests * args.texts_per_request)
+    report = {"model": args.model_dir, "backend": health["backend"], "cores": os.cpu_count(),
+              "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "exit_code": code,
+                         "graceful_exit": code in (0, -signal.SIGTERM)},
+              "served": served, "offline": offline,
+              "served_over_offline_texts_per_s": served["texts_per_s"] / offline["texts_per_s"],
+              "note": "client, server and offline run share the same cores; latency includes the HTTP round trip"}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    lat = {k: v or float("nan") for k, v in served["latency_ms"].items()}
+    print(f"{served['requests']} requests x {args.texts_per_request} texts at concurrency {args.concurrency} on "
+          f"{health['backend']}: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, {served['requests_per_s']:.0f} req/s, "
+          f"{served['texts_per_s']:.0f} texts/s, 5xx {served['count_5xx']}, mean batch "
+          f"{served['server_mean_batch_size'] or 0:.1f}; offline {offline['texts_per_s']:.0f} texts/s "
+          f"(served/offline {report['served_over_offline_texts_per_s']:.2f}); server exit {code} → {args.out}")
+
+
+if __name__ == "__main__":
+    main()

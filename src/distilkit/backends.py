@@ -1,0 +1,184 @@
+"""Inference backends: one small class per runtime, all called the same way.
+
+    backend = load_backend("runs/sst2/student")          # "auto": ONNX int8 > ONNX fp32 > torch
+    logits = backend(["a great film"])                    # numpy (batch, num_labels)
+    results(logits, backend.id2label, backend.regression) # [{"label": "positive", "score": 0.97, ...}]
+
+`encode` (tokenising) and `forward` (the model alone) are separate so `distil bench` can time
+the model on fixed token ids. Labels come from the model config's id2label.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+ONNX_FP32 = "model.onnx"
+ONNX_INT8 = "model.int8.onnx"
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+DEFAULT_MAX_LENGTH = 128
+
+
+class BackendError(ValueError):
+    """A backend that cannot be loaded from a folder, with what is missing."""
+
+
+def num_cores() -> int:
+    """CPU cores this process may use (affinity-aware)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def read_info(model_dir: str | Path, name: str) -> dict:
+    """A JSON file of the folder (distil.json, export.json), {} when absent."""
+    from .artifacts import read_json
+
+    path = Path(model_dir) / name
+    return read_json(path) if path.exists() else {}
+
+
+def default_max_length(model_dir: str | Path, config) -> int:
+    """The length the model was trained with (distil.json), else 128; never beyond its position table."""
+    trained = read_info(model_dir, "distil.json").get("config", {}).get("max_length")
+    return min(int(trained or DEFAULT_MAX_LENGTH), int(getattr(config, "max_position_embeddings", 512)))
+
+
+def is_pair_model(model_dir: str | Path) -> bool | None:
+    """Does the model take text pairs? export.json's `is_pair`, else the GLUE task of distil.json; None: unknown."""
+    from .data.errors import DataError
+    from .data.glue import get_task
+
+    exported = read_info(model_dir, "export.json")
+    if "is_pair" in exported:
+        return exported["is_pair"]
+    task = read_info(model_dir, "distil.json").get("task")
+    try:
+        return get_task(task).text_pair_column is not None if task else None
+    except DataError:
+        return None
+
+
+class Backend:
+    """Tokenizer + label names of a model folder; subclasses implement `forward`."""
+
+    name = "base"
+
+    def __init__(self, model_dir: str | Path, max_length: int | None = None):
+        from .models import load_config, load_tokenizer
+
+        self.model_dir = Path(model_dir)
+        self.config = load_config(str(model_dir))
+        self.tokenizer = load_tokenizer(str(model_dir))
+        self.max_length = max_length or default_max_length(model_dir, self.config)
+        self.regression = self.config.problem_type == "regression" or self.config.num_labels == 1
+        self.id2label = {int(k): v for k, v in self.config.id2label.items()}
+
+    def encode(self, texts: list[str], text_pairs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Token ids (padded to the longest, truncated to max_length) as int64 numpy arrays."""
+        enc = self.tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None, padding=True,
+                             truncation=True, max_length=self.max_length, return_tensors="np")
+        return {k: v.astype(np.int64) for k, v in enc.items()}
+
+    def forward(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, texts: list[str], text_pairs: list[str] | None = None) -> np.ndarray:
+        return self.forward(self.encode(texts, text_pairs))
+
+
+class TorchBackend(Backend):
+    """The safetensors model in PyTorch, fp32 or under bf16 autocast."""
+
+    def __init__(self, model_dir, max_length=None, bf16: bool = False):
+        super().__init__(model_dir, max_length)
+        import torch
+
+        from .models import check_model_dir, load_classifier
+        from .train.common import model_inputs
+
+        check_model_dir(self.model_dir)
+        self.torch = torch
+        self.model = load_classifier(str(model_dir)).eval()
+        self.accepted = model_inputs(self.model)
+        self.bf16 = bf16
+        self.name = "torch-bf16" if bf16 else "torch"
+
+    def forward(self, inputs):
+        torch = self.torch
+        feed = {k: torch.from_numpy(v) for k, v in inputs.items() if k in self.accepted}
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(**feed).logits.float().numpy()
+
+
+class OrtBackend(Backend):
+    """An exported ONNX model in ONNX Runtime (all graph optimisations, one thread per core)."""
+
+    def __init__(self, model_dir, max_length=None, file: str | Path = ONNX_FP32, threads: int | None = None):
+        super().__init__(model_dir, max_length)
+        import onnxruntime as ort
+
+        path = self.model_dir / file  # `file` may also be a full path (export checks a file before publishing it)
+        if not path.exists():
+            raise BackendError(f"{path} not found: run `distil export {model_dir}` first")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or num_cores()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.name = "onnx-int8" if path.name == ONNX_INT8 else "onnx"
+
+    def forward(self, inputs):
+        ids = inputs["input_ids"]
+        feed = {n: inputs[n] if n in inputs else np.zeros_like(ids) for n in self.input_names}
+        return self.session.run(None, feed)[0]
+
+
+def available_backends(model_dir: str | Path) -> list[str]:
+    """Backends the folder can run, fastest last."""
+    model_dir = Path(model_dir)
+    names = ["torch", "torch-bf16"] if any(model_dir.glob("*.safetensors")) else []
+    return names + [n for n, f in (("onnx", ONNX_FP32), ("onnx-int8", ONNX_INT8)) if (model_dir / f).exists()]
+
+
+def load_backend(model_dir: str | Path, name: str = "auto", max_length: int | None = None) -> Backend:
+    """A backend by name: torch | torch-bf16 | onnx | onnx-int8 | auto (the fastest the folder has)."""
+    if name == "auto":
+        found = available_backends(model_dir)
+        name = "onnx-int8" if "onnx-int8" in found else "onnx" if "onnx" in found else "torch"
+    if name in ("torch", "torch-bf16"):
+        return TorchBackend(model_dir, max_length, bf16=name == "torch-bf16")
+    if name in ("onnx", "onnx-int8"):
+        return OrtBackend(model_dir, max_length, ONNX_INT8 if name == "onnx-int8" else ONNX_FP32)
+    raise BackendError(f"unknown backend {name!r}: expected auto, {', '.join(BACKENDS)}")
+
+
+def predict_all(backend: Backend, texts: list[str], text_pairs: list[str] | None = None,
+                batch_size: int = 32) -> np.ndarray:
+    """Logits for any number of texts, in input order (batches of similar length, to pad little)."""
+    lengths = [len(t) + (len(text_pairs[i]) if text_pairs is not None else 0) for i, t in enumerate(texts)]
+    order = np.argsort(lengths, kind="stable")
+    logits = np.zeros((len(texts), backend.config.num_labels), dtype=np.float32)
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        pairs = [text_pairs[i] for i in idx] if text_pairs is not None else None
+        logits[idx] = backend([texts[i] for i in idx], pairs)
+    return logits
+
+
+def results(logits: np.ndarray, id2label: dict[int, str], regression: bool, all_scores: bool = False) -> list[dict]:
+    """Per row: `label` and `score` (softmax probability of the label; the raw value for regression),
+    with `all_scores` also `scores` ({label: probability})."""
+    if regression:
+        return [{"label": None, "score": float(row[0])} for row in logits]
+    z = logits - logits.max(-1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    out = []
+    for p in probs:
+        i = int(p.argmax())
+        row = {"label": id2label.get(i, str(i)), "score": float(p[i])}
+        if all_scores:
+            row["scores"] = {id2label.get(j, str(j)): float(v) for j, v in enumerate(p)}
+        out.append(row)
+    return out

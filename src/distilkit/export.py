@@ -1,0 +1,188 @@
+"""ONNX export of a sequence classifier folder, graph optimisation, int8, checked against torch.
+
+    torch (eager attention) --torch.onnx.export--> raw ONNX (dynamic batch and sequence axes)
+      --onnxruntime.transformers optimizer--> model.onnx (fused Attention, SkipLayerNorm, Gelu)
+      --quantize_dynamic, per channel--> model.int8.onnx (int8 weights, activations quantised at run time)
+
+Both files are written to temporary names, checked on a task's dev set against the torch model
+(label agreement, metric drop) and only then renamed into place; `export.json` records the check.
+A file whose metric drops more than `tolerance` points is not published and the export fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import write_json
+from .backends import ONNX_FP32, ONNX_INT8, OrtBackend, TorchBackend, is_pair_model, predict_all
+
+OPSET = 17
+
+
+class ExportCheckError(RuntimeError):
+    """An exported model whose dev metric dropped more than the tolerance."""
+
+
+def load_eager(model_dir: str | Path):
+    """The classifier with eager attention: its exported graph is the one ORT's fusions recognise."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .models import check_model_dir
+
+    check_model_dir(Path(model_dir))
+    return AutoModelForSequenceClassification.from_pretrained(
+        model_dir, use_safetensors=True, trust_remote_code=False, attn_implementation="eager"
+    ).eval()
+
+
+def torch_to_onnx(model, tokenizer, path: Path, opset: int = OPSET) -> list[str]:
+    """Trace `model` to ONNX with dynamic batch and sequence axes; returns the input names."""
+    import torch
+
+    from .train.common import model_inputs
+
+    names = [n for n in tokenizer.model_input_names if n in model_inputs(model)]
+
+    class Logits(torch.nn.Module):  # positional inputs in, logits out
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            return self.model(**dict(zip(names, args))).logits
+
+    sample = tokenizer(["a b", "a b c d e"], padding=True, return_tensors="pt")
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer warnings
+        torch.onnx.export(Logits().eval(), tuple(sample[n] for n in names), str(path), input_names=names,
+                          output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False)
+    return names
+
+
+def optimize(raw: Path, config, path: Path) -> dict[str, int]:
+    """ORT's transformer optimizer (model type "bert"); returns the fused operators it made."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    opt = optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
+                         hidden_size=config.hidden_size)
+    opt.save_model_to_file(str(path))
+    return {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+
+
+def quantize_int8(fp32: Path, path: Path) -> None:
+    """Dynamic int8 quantisation with one scale per output channel (per tensor loses too much)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic warns about pre-processing meant for static (image) models
+    try:
+        quantize_dynamic(str(fp32), str(path), per_channel=True, weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # needed on fused graphs
+    finally:
+        root.setLevel(level)
+
+
+def check_backends(reference, candidates: dict, data, batch_size: int = 32) -> dict:
+    """Each candidate backend against the reference on `data`'s dev split(s): metrics, score,
+    drop in points, label agreement and the largest logit difference."""
+    from .evaluate import predictions
+    from .metrics import evaluate_task_predictions, task_score
+
+    splits = {name: (list(ds["text"]), list(ds["text_pair"]) if data.is_pair else None, np.asarray(ds["label"]))
+              for name, ds in data.dev.items()}
+
+    def run(backend):
+        return {name: predict_all(backend, texts, pairs, batch_size) for name, (texts, pairs, _) in splits.items()}
+
+    def scored(logits):
+        metrics = evaluate_task_predictions(
+            data, {name: (predictions(lg, data.regression), splits[name][2]) for name, lg in logits.items()})
+        return {**metrics, "score": task_score(metrics)}
+
+    ref_logits = run(reference)
+    ref = scored(ref_logits)
+    out = {reference.name: ref}
+    for name, backend in candidates.items():
+        logits = run(backend)
+        got = scored(logits)
+        ref_all, all_ = (np.concatenate(list(d.values())) for d in (ref_logits, logits))
+        agree = None if data.regression else float((ref_all.argmax(-1) == all_.argmax(-1)).mean())
+        out[name] = {**got, "score_drop_points": (ref["score"] - got["score"]) * 100, "label_agreement": agree,
+                     "max_abs_logit_diff": float(np.abs(ref_all - all_).max())}
+    return out
+
+
+def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: bool = True, data=None,
+                tolerance: float = 1.0, max_length: int | None = None, opset: int = OPSET) -> dict:
+    """Export MODEL_DIR to OUT/model.onnx (+ model.int8.onnx); OUT defaults to MODEL_DIR.
+
+    With `data` (a TaskData), each file is checked against the torch model on the dev set before it
+    is published; a metric drop above `tolerance` points raises ExportCheckError (after writing
+    export.json). Returns export.json's content.
+    """
+    from .models import load_tokenizer
+    from .pipeline import versions
+
+    start = time.perf_counter()
+    model_dir, out = Path(model_dir), Path(out or model_dir)
+    model, tokenizer = load_eager(model_dir), load_tokenizer(str(model_dir))
+    if data is not None and model.config.num_labels != data.num_labels:
+        from .models import ModelError
+
+        raise ModelError(f"{model_dir} has {model.config.num_labels} outputs; task {data.name} needs {data.num_labels}")
+    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != model_dir.resolve():  # the ONNX folder runs on its own: config, tokenizer, distil.json
+        model.config.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        if (model_dir / "distil.json").exists():
+            shutil.copy(model_dir / "distil.json", out / "distil.json")
+    info = {"model": str(model_dir), "opset": opset,
+            "is_pair": data.is_pair if data is not None else is_pair_model(model_dir),
+            "quantization": {"method": "dynamic", "per_channel": True, "weights": "int8", "activations": "uint8"}
+            if quantize else None}
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+        tmp = Path(tmp).resolve()
+        info["inputs"] = torch_to_onnx(model, tokenizer, tmp / "raw.onnx", opset)
+        info["fused_operators"] = optimize(tmp / "raw.onnx", model.config, tmp / ONNX_FP32)
+        del model
+        files = {"onnx": tmp / ONNX_FP32}
+        if quantize:
+            quantize_int8(tmp / ONNX_FP32, tmp / ONNX_INT8)
+            files["onnx-int8"] = tmp / ONNX_INT8
+        failed = []
+        if data is not None:
+            reference = TorchBackend(model_dir, max_length)
+            candidates = {name: OrtBackend(out, reference.max_length, path) for name, path in files.items()}
+            check = check_backends(reference, candidates, data)
+            failed = [n for n in files if check[n]["score_drop_points"] > tolerance]
+            info["check"] = {"task": data.name, "data": data.source, "max_length": reference.max_length,
+                             "dev_examples": sum(len(ds) for ds in data.dev.values()), "tolerance_points": tolerance,
+                             "results": check}
+            del candidates
+        published = [path for name, path in files.items() if name not in failed]
+        info["files"] = {path.name: path.stat().st_size for path in published}
+        for path in published:
+            os.replace(path, out / path.name)
+        for stale in {ONNX_FP32, ONNX_INT8} - set(info["files"]):  # `auto` must never pick a stale or failing file
+            (out / stale).unlink(missing_ok=True)
+    info.update(checked=data is not None, passed=not failed, failed=failed, seconds=round(time.perf_counter() - start, 1), versions=versions())
+    write_json(out / "export.json", info)
+    if failed:
+        results = info["check"]["results"]
+        names = [files[n].name for n in failed]
+        detail = "; ".join(f"{name} drops the {data.name} dev score by {results[n]['score_drop_points']:.2f} points"
+                           for n, name in zip(failed, names))
+        raise ExportCheckError(f"export check failed: {detail} (tolerance {tolerance} points), so {' and '.join(names)} "
+                               f"not written (see {out / 'export.json'}). Try --no-int8 or a larger --tolerance.")
+    return info

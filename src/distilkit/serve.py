@@ -1,0 +1,323 @@
+"""`distil serve`: an HTTP classifier (FastAPI on uvicorn) with micro-batching.
+
+    POST /v1/classify  {"texts": [...], "text_pairs": [...]?} → {"results": [{"label", "score", "scores"}]}
+    GET  /health       model, backend, labels;  503 while shutting down
+    GET  /metrics      Prometheus text format
+    GET  /docs         OpenAPI (FastAPI)
+
+Requests put their texts on one asyncio queue; a single worker task takes up to `max_batch` texts
+(waiting at most `max_wait_ms` after the first), runs the backend in a thread so the event loop keeps
+answering, and resolves each text's future. Limits give 413 (sizes), 422 (shape), 503 (queue full),
+504 (timeout); shutting down stops new work and drains what is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
+
+from .backends import Backend, is_pair_model, load_backend, results
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[StrictStr]
+    text_pairs: list[StrictStr] | None = None
+
+
+class Result(BaseModel):
+    label: str | None  # None for regression models
+    score: float  # probability of `label`; the predicted value for regression
+    scores: dict[str, float] | None = None
+
+
+class ClassifyResponse(BaseModel):
+    results: list[Result]
+
+
+@dataclass
+class Limits:
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_texts: int = 64
+    max_chars: int = 2000
+    max_queue: int = 1024  # texts waiting
+    timeout_s: float = 10.0
+    max_body_bytes: int | None = None  # default: room for max_texts texts and pairs of max_chars escaped characters
+
+    @property
+    def body_bytes(self) -> int:
+        return self.max_body_bytes or 2 * self.max_texts * (6 * self.max_chars + 8) + 4096
+
+
+class Metrics:
+    """The service's counters, rendered in Prometheus text format."""
+
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self):
+        self.requests = self.texts = self.batches = self.batch_texts = self.inflight = 0
+        self.inference_seconds = self.latency_sum = 0.0
+        self.latency_buckets = [0] * len(self.BUCKETS)
+        self.latency_count = 0
+        self.errors: Counter[int] = Counter()
+
+    def observe(self, seconds: float) -> None:
+        self.latency_sum += seconds
+        self.latency_count += 1
+        for i, bound in enumerate(self.BUCKETS):
+            self.latency_buckets[i] += seconds <= bound
+
+    def render(self, queue_depth: int) -> str:
+        def metric(name, kind, help_, samples):
+            return [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"] + [f"{name}{s} {v}" for s, v in samples]
+
+        h = "distil_request_latency_seconds"
+        lines = (
+            metric("distil_requests_total", "counter", "Classify requests received.", [("", self.requests)])
+            + metric("distil_texts_total", "counter", "Texts classified.", [("", self.texts)])
+            + metric("distil_batches_total", "counter", "Model batches run.", [("", self.batches)])
+            + metric("distil_batch_texts_total", "counter", "Texts in model batches (mean batch = this / batches).",
+                     [("", self.batch_texts)])
+            + metric("distil_inference_seconds_total", "counter", "Seconds spent in the model.",
+                     [("", round(self.inference_seconds, 6))])
+            + metric("distil_errors_total", "counter", "Classify requests answered with an error, by status.",
+                     [(f'{{status="{s}"}}', n) for s, n in sorted(self.errors.items())])
+            + metric("distil_queue_depth", "gauge", "Texts waiting for a batch.", [("", queue_depth)])
+            + metric("distil_inflight_requests", "gauge", "Classify requests being handled.", [("", self.inflight)])
+            + [f"# HELP {h} Latency of successful classify requests.", f"# TYPE {h} histogram"]
+            + [f'{h}_bucket{{le="{b}"}} {n}' for b, n in zip(self.BUCKETS, self.latency_buckets)]
+            + [f'{h}_bucket{{le="+Inf"}} {self.latency_count}', f"{h}_sum {self.latency_sum:.6f}",
+               f"{h}_count {self.latency_count}"]
+        )
+        return "\n".join(lines) + "\n"
+
+
+class Batcher:
+    """One queue of texts, one worker task that batches them, one model thread."""
+
+    def __init__(self, backend: Backend, limits: Limits, metrics: Metrics):
+        self.backend, self.limits, self.metrics = backend, limits, metrics
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self.accepting = True
+
+    async def classify(self, texts: list[str], pairs: list[str] | None) -> list[dict]:
+        if not self.accepting:
+            raise HTTPException(503, "the server is shutting down")
+        if self.queue.qsize() + len(texts) > self.limits.max_queue:
+            raise HTTPException(503, f"queue full ({self.queue.qsize()} texts waiting, --max-queue "
+                                     f"{self.limits.max_queue}): retry later")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in texts]
+        for i, future in enumerate(futures):
+            self.queue.put_nowait((texts[i], pairs[i] if pairs is not None else None, future))
+        try:
+            return await asyncio.wait_for(asyncio.gather(*futures), self.limits.timeout_s)
+        except asyncio.TimeoutError:  # gather is cancelled, so are the futures: the worker skips them
+            raise HTTPException(504, f"not answered within {self.limits.timeout_s} s (--timeout-s)") from None
+
+    async def _next_batch(self) -> list[tuple]:
+        loop = asyncio.get_running_loop()
+        batch = [await self.queue.get()]
+        deadline = loop.time() + self.limits.max_wait_ms / 1000
+        while len(batch) < self.limits.max_batch:
+            if not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+            except asyncio.TimeoutError:
+                break
+        return batch
+
+    def _predict(self, texts: list[str], pairs: list[str | None]) -> np.ndarray:
+        """Logits in the model thread; texts with and without a pair go in separate calls."""
+        with_pair = np.array([p is not None for p in pairs])
+        logits = np.zeros((len(texts), self.backend.config.num_labels), dtype=np.float32)
+        for mask, paired in ((with_pair, True), (~with_pair, False)):
+            idx = np.flatnonzero(mask)
+            if len(idx):
+                logits[idx] = self.backend([texts[i] for i in idx], [pairs[i] for i in idx] if paired else None)
+        return logits
+
+    async def run(self) -> None:
+        """The worker: batch, run in the model thread, resolve futures; forever."""
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            live = [item for item in batch if not item[2].done()]  # skip texts of timed-out requests
+            try:
+                if live:
+                    start = time.perf_counter()
+                    logits = await loop.run_in_executor(
+                        self.executor, self._predict, [t for t, _, _ in live], [p for _, p, _ in live])
+                    self.metrics.inference_seconds += time.perf_counter() - start
+                    self.metrics.batches += 1
+                    self.metrics.batch_texts += len(live)
+                    rows = results(logits, self.backend.id2label, self.backend.regression, all_scores=True)
+                    for (_, _, future), row in zip(live, rows):
+                        if not future.done():
+                            future.set_result(row)
+            except Exception as err:  # noqa: BLE001 - the worker must survive; the requests get a 500
+                for _, _, future in live:
+                    if not future.done():
+                        future.set_exception(HTTPException(500, f"inference failed: {type(err).__name__}: {err}"))
+            finally:
+                for _ in batch:
+                    self.queue.task_done()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking requests, finish what is queued (at most `timeout` seconds)."""
+        self.accepting = False
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.queue.join(), timeout)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    too_big = f"request body over {limit} bytes (the limit follows --max-texts and --max-chars)"
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise HTTPException(413, too_big)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, too_big)
+    return bytes(body)
+
+
+def parse_request(body: bytes) -> ClassifyRequest:
+    """Bytes → ClassifyRequest, with a message that says what is wrong (400 / 422)."""
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise HTTPException(400, f"request body is not valid UTF-8 (byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise HTTPException(400, f"malformed JSON: {err.msg} (line {err.lineno}, column {err.colno})") from None
+    try:
+        return ClassifyRequest.model_validate(obj)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".") or "body"
+            problems.append(f"{where}: {e['msg']}")
+        raise HTTPException(422, '; '.join(problems) + ' (expected {"texts": ["..."], "text_pairs": ["..."]?})') from None
+
+
+def check_request(req: ClassifyRequest, limits: Limits, is_pair: bool | None) -> None:
+    """Sizes (413) and shape (422) of a parsed request."""
+    if not req.texts:
+        raise HTTPException(422, "texts is empty: send at least one text")
+    if len(req.texts) > limits.max_texts:
+        raise HTTPException(413, f"{len(req.texts)} texts in one request; the limit is {limits.max_texts} (--max-texts)")
+    if is_pair and req.text_pairs is None:
+        raise HTTPException(422, "this model classifies text pairs: send text_pairs, one per text")
+    if is_pair is False and req.text_pairs is not None:
+        raise HTTPException(422, "this model classifies single texts: text_pairs is not accepted")
+    if req.text_pairs is not None and len(req.text_pairs) != len(req.texts):
+        raise HTTPException(422, f"text_pairs has {len(req.text_pairs)} items but texts has {len(req.texts)}: "
+                                 "send one text_pair per text")
+    for field in ("texts", "text_pairs"):
+        for i, text in enumerate(getattr(req, field) or []):
+            if len(text) > limits.max_chars:
+                raise HTTPException(413, f"{field}[{i}] has {len(text)} characters; the limit is {limits.max_chars} "
+                                         "(--max-chars)")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise HTTPException(422, f"{field}[{i}] is not valid Unicode (a lone surrogate escape)") from None
+
+
+def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_length: int | None = None,
+               **limits) -> FastAPI:
+    """The FastAPI app for a model folder; `backend` is a name (see load_backend) or a Backend;
+    `limits` are the fields of Limits."""
+    model = backend if isinstance(backend, Backend) else load_backend(model_dir, backend, max_length)
+    limits = Limits(**limits)
+    metrics = Metrics()
+    is_pair = is_pair_model(model_dir)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher = Batcher(model, limits, metrics)
+        app.state.batcher = batcher
+        worker = asyncio.create_task(batcher.run())
+        yield
+        await batcher.drain(limits.timeout_s)
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        batcher.executor.shutdown(wait=True)
+
+    app = FastAPI(title="distilkit classifier", version="1", lifespan=lifespan,
+                  description=f"{Path(model_dir).name} on {model.name}; labels: {list(model.id2label.values())}")
+    request_schema = {"required": True, "content": {"application/json": {"schema": ClassifyRequest.model_json_schema()}}}
+    errors = {code: {"description": text} for code, text in (
+        (400, "malformed JSON or invalid UTF-8"), (413, "too many texts, a text too long, or body too large"),
+        (422, "wrong types, empty texts, missing or mismatched text_pairs"), (503, "queue full or shutting down"),
+        (504, "timed out"))}
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=errors,
+              openapi_extra={"requestBody": request_schema})
+    async def classify(request: Request):
+        """Label each text (with its text_pair for pair models): label, its probability, all probabilities."""
+        start = time.perf_counter()
+        metrics.requests += 1
+        metrics.inflight += 1
+        try:
+            req = parse_request(await read_body(request, limits.body_bytes))
+            check_request(req, limits, is_pair)
+            rows = await request.app.state.batcher.classify(req.texts, req.text_pairs)
+        except HTTPException as err:
+            metrics.errors[err.status_code] += 1
+            raise
+        finally:
+            metrics.inflight -= 1
+        metrics.texts += len(rows)
+        metrics.observe(time.perf_counter() - start)
+        return {"results": rows}
+
+    @app.get("/health")
+    async def health(request: Request):
+        """200 with what is served; 503 while shutting down."""
+        if not request.app.state.batcher.accepting:
+            raise HTTPException(503, "shutting down")
+        return {"status": "ok", "model": str(model_dir), "backend": model.name, "labels": list(model.id2label.values()),
+                "is_pair": is_pair, "max_length": model.max_length, "limits": vars(limits)}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus(request: Request):
+        """Counters in Prometheus text format."""
+        return PlainTextResponse(metrics.render(request.app.state.batcher.queue.qsize()),
+                                 media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, backend: str = "auto",
+          max_length: int | None = None, access_log: bool = False, **limits) -> None:
+    """Run the app on uvicorn (one process; the model runs in one thread beside the event loop).
+
+    SIGTERM/Ctrl-C: uvicorn stops accepting, waits for open requests (up to timeout_s + 1), then the
+    lifespan drains the queue; uvicorn then exits by re-raising the signal (exit status -15 / 143)."""
+    import uvicorn
+
+    app = create_app(model_dir, backend, max_length, **limits)
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=int(Limits(**limits).timeout_s) + 1,
+                log_level="info", access_log=access_log)

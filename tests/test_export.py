@@ -1,0 +1,103 @@
+"""ONNX export on tiny random classifiers: logits match torch, int8 agrees, the dev-set check, failures."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from distilkit.backends import load_backend, predict_all
+from distilkit.cli import app
+from distilkit.data.task import load_task_data
+from distilkit.export import ExportCheckError, export_onnx
+
+from .deploy_fixtures import dev_texts, make_classifier, tiny_student  # noqa: F401
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module", params=["distilbert", "bert"])
+def exported(request, tmp_path_factory):
+    """A tiny classifier of each kind, exported (fp32 + int8) without a check."""
+    task = "mrpc" if request.param == "bert" else "sst2"  # BERT as a pair model: token_type_ids matter
+    folder = make_classifier(tmp_path_factory.mktemp("export") / request.param, request.param, task)
+    info = export_onnx(folder)
+    return folder, info, task == "mrpc"
+
+
+def test_onnx_fp32_logits_equal_torch(exported, dev_texts):
+    folder, info, pair = exported
+    assert info["fused_operators"].get("Attention") == 2  # both layers fused
+    torch_model, onnx_model = load_backend(folder, "torch"), load_backend(folder, "onnx")
+    pairs = dev_texts[::-1] if pair else None
+    for batch in (1, 3, 16):  # dynamic batch and sequence axes: other shapes than the traced sample
+        texts = dev_texts[:batch] + ["good " * 20]  # one long text pads the rest
+        p = pairs[: batch + 1] if pair else None
+        np.testing.assert_allclose(onnx_model(texts, p), torch_model(texts, p), atol=1e-4)
+
+
+def test_int8_agrees_on_most_labels(exported, dev_texts):
+    folder, info, pair = exported
+    assert info["files"]["model.int8.onnx"] < 0.8 * info["files"]["model.onnx"]
+    pairs = dev_texts[::-1] if pair else None
+    ref = predict_all(load_backend(folder, "torch"), dev_texts, pairs).argmax(-1)
+    int8 = predict_all(load_backend(folder, "onnx-int8"), dev_texts, pairs).argmax(-1)
+    assert 0 < ref.mean() < 1  # both labels occur, so agreement means something
+    assert (ref == int8).mean() >= 0.85
+
+
+def test_auto_backend_is_the_fastest_exported(exported, tmp_path):
+    folder, _, _ = exported
+    assert load_backend(folder).name == "onnx-int8"
+    plain = make_classifier(tmp_path / "plain")
+    assert load_backend(plain).name == "torch"
+
+
+def test_check_writes_export_json(tiny_glue, tmp_path):
+    folder = make_classifier(tmp_path / "student")
+    data = load_task_data("sst2", tiny_glue)
+    info = export_onnx(folder, data=data, tolerance=10)  # 32 dev examples: one flipped label is 3.1 points
+    on_disk = json.loads((folder / "export.json").read_text())
+    assert on_disk["passed"] and on_disk["is_pair"] is False and on_disk == json.loads(json.dumps(info))
+    results = on_disk["check"]["results"]
+    assert set(results) == {"torch", "onnx", "onnx-int8"} and on_disk["check"]["dev_examples"] == 32
+    assert results["onnx"]["label_agreement"] == 1.0 and results["onnx"]["max_abs_logit_diff"] < 1e-4
+    assert results["onnx"]["score_drop_points"] == pytest.approx(0.0)
+    assert results["onnx-int8"]["label_agreement"] >= 0.8
+    assert (folder / "model.onnx").exists() and (folder / "model.int8.onnx").exists()
+    assert not list(folder.glob(".export-*"))  # temporary files gone
+
+
+def test_export_to_another_folder_runs_on_its_own(tiny_student, tmp_path):
+    out = tmp_path / "onnx"
+    export_onnx(tiny_student, out, quantize=False)
+    assert not (out / "model.int8.onnx").exists() and not (out / "model.safetensors").exists()
+    backend = load_backend(out)
+    assert backend.name == "onnx" and backend.max_length == 32  # distil.json came along
+    np.testing.assert_allclose(backend(["good film"]), load_backend(tiny_student, "torch")(["good film"]), atol=1e-4)
+
+
+def test_tolerance_failure_raises_and_publishes_nothing(tiny_glue, tmp_path):
+    folder = make_classifier(tmp_path / "student")
+    export_onnx(folder)  # an earlier export, which the failing one must not leave behind
+    with pytest.raises(ExportCheckError, match=r"drops the sst2 dev score .*\(tolerance -100"):
+        export_onnx(folder, data=load_task_data("sst2", tiny_glue), tolerance=-100)
+    assert not (folder / "model.onnx").exists() and not (folder / "model.int8.onnx").exists()
+    info = json.loads((folder / "export.json").read_text())
+    assert info["passed"] is False and info["failed"] == ["onnx", "onnx-int8"]
+
+
+def test_cli_export_checks_and_fails_loudly(tiny_glue, tmp_path):
+    folder = make_classifier(tmp_path / "student")
+    export_onnx(folder)
+    ok = runner.invoke(app, ["export", str(folder), "--data", str(tiny_glue), "--no-int8"])
+    assert ok.exit_code == 0, ok.output
+    assert "label agreement" in ok.output and (folder / "model.onnx").exists()
+    assert not (folder / "model.int8.onnx").exists()  # the earlier int8 file is gone, not left stale
+    bad = runner.invoke(app, ["export", str(folder), "--data", str(tiny_glue), "--tolerance", "-100"])
+    assert bad.exit_code != 0 and "export check failed" in bad.output and "tolerance -100" in bad.output
+
+
+def test_cli_export_of_a_missing_folder_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["export", str(tmp_path / "missing"), "--no-check"])
+    assert result.exit_code == 2 and "missing is not a folder" in result.output

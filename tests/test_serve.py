@@ -1,0 +1,176 @@
+"""`distil serve` on tiny models, without a socket: answers, bad input, limits, metrics, micro-batching,
+queue full, timeout, draining on shutdown."""
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from distilkit.backends import OrtBackend
+from distilkit.serve import create_app
+
+from .deploy_fixtures import tiny_pair_model, tiny_student  # noqa: F401
+
+GOOD = {"texts": ["a good film", "bad plot"]}
+
+
+@pytest.fixture(scope="module")
+def client(tiny_student):
+    with TestClient(create_app(tiny_student, "onnx", max_texts=8, max_chars=200)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def pair_client(tiny_pair_model):
+    with TestClient(create_app(tiny_pair_model, "torch")) as c:
+        yield c
+
+
+class SlowBackend(OrtBackend):
+    """The ONNX backend, `delay` seconds slower per call."""
+
+    delay = 0.3
+
+    def forward(self, inputs):
+        time.sleep(self.delay)
+        return super().forward(inputs)
+
+
+async def _with_app(app, work):
+    """Run `work(client)` against the app with its lifespan (startup, shutdown) and no socket."""
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await work(client)
+
+
+def _metric(text: str, name: str) -> float:
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
+                or line.startswith(name + "{"))
+
+
+def test_classify(client):
+    r = client.post("/v1/classify", json=GOOD)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 2
+    for row in results:
+        assert row["label"] in ("negative", "positive")
+        assert set(row["scores"]) == {"negative", "positive"} and sum(row["scores"].values()) == pytest.approx(1)
+        assert row["score"] == pytest.approx(row["scores"][row["label"]]) and row["score"] >= 0.5
+
+
+BAD = [
+    (b'{"texts": ["good"', 400, "malformed JSON"),
+    (b'{"texts": ["\xff\xfe bad"]}', 400, "not valid UTF-8"),
+    (b'{"texts": "a good film"}', 422, "texts: Input should be a valid list"),
+    (b'{"texts": ["fine", 3]}', 422, "texts[1]: Input should be a valid string"),
+    (b'["good"]', 422, "body: Input should be a valid dictionary"),
+    (b'{"text": ["good"]}', 422, "texts: Field required"),
+    (b'{"texts": []}', 422, "texts is empty"),
+    (json.dumps({"texts": ["good"] * 9}).encode(), 413, "9 texts in one request; the limit is 8 (--max-texts)"),
+    (json.dumps({"texts": ["good", "x" * 201]}).encode(), 413, "texts[1] has 201 characters; the limit is 200"),
+    (json.dumps({"texts": ["x" * 1_000_000]}).encode(), 413, "request body over"),
+    (b'{"texts": ["ok \\ud800"]}', 422, "texts[0] is not valid Unicode"),
+    (json.dumps({"texts": ["good"], "text_pairs": ["film"]}).encode(), 422, "single texts"),
+]
+
+
+@pytest.mark.parametrize("body,status,message", BAD, ids=[m for _, _, m in BAD])
+def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_answering(client, body, status, message):
+    r = client.post("/v1/classify", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+    assert client.post("/v1/classify", json=GOOD).status_code == 200
+
+
+def test_pair_model_needs_one_text_pair_per_text(pair_client):
+    r = pair_client.post("/v1/classify", json={"texts": ["good film"]})
+    assert r.status_code == 422 and "text_pairs" in r.json()["detail"]
+    r = pair_client.post("/v1/classify", json={"texts": ["good film", "bad"], "text_pairs": ["a fine movie"]})
+    assert r.status_code == 422 and "text_pairs has 1 items but texts has 2" in r.json()["detail"]
+    r = pair_client.post("/v1/classify", json={"texts": ["good film"], "text_pairs": ["a fine movie"]})
+    assert r.status_code == 200 and r.json()["results"][0]["label"] in ("equivalent", "not_equivalent")
+
+
+def test_health_and_docs(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["backend"] == "onnx" and health["labels"] == ["negative", "positive"]
+    assert health["is_pair"] is False and health["limits"]["max_texts"] == 8
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()["paths"]["/v1/classify"]["post"]
+    assert "texts" in json.dumps(schema["requestBody"]) and "413" in schema["responses"]
+
+
+def test_metrics_count_requests_texts_batches_errors(client):
+    before = client.get("/metrics").text
+    client.post("/v1/classify", json={"texts": ["good", "bad", "fine"]})
+    client.post("/v1/classify", json={"texts": []})
+    after = client.get("/metrics")
+    assert after.headers["content-type"].startswith("text/plain")
+    text = after.text
+    assert _metric(text, "distil_requests_total") == _metric(before, "distil_requests_total") + 2
+    assert _metric(text, "distil_texts_total") == _metric(before, "distil_texts_total") + 3
+    assert _metric(text, "distil_batches_total") >= _metric(before, "distil_batches_total") + 1
+    assert 'distil_errors_total{status="422"}' in text
+    assert _metric(text, "distil_queue_depth") == 0
+    assert 'distil_request_latency_seconds_bucket{le="+Inf"}' in text and "# TYPE distil_requests_total counter" in text
+
+
+def test_micro_batching_merges_concurrent_requests(tiny_student):
+    app = create_app(tiny_student, "onnx", max_batch=32, max_wait_ms=200)
+
+    async def work(client):
+        responses = await asyncio.gather(*(client.post("/v1/classify", json={"texts": [f"good film {i}"]})
+                                           for i in range(16)))
+        return responses, (await client.get("/metrics")).text
+
+    responses, metrics = asyncio.run(_with_app(app, work))
+    assert all(r.status_code == 200 for r in responses)
+    assert _metric(metrics, "distil_texts_total") == 16
+    assert _metric(metrics, "distil_batches_total") <= 4  # 16 requests, a few batches
+
+
+def test_batched_results_equal_one_by_one(client):
+    texts = ["good film", "very bad plot", "the actor was dull", "a nice story"]
+    together = client.post("/v1/classify", json={"texts": texts}).json()["results"]
+    alone = [client.post("/v1/classify", json={"texts": [t]}).json()["results"][0] for t in texts]
+    for a, b in zip(together, alone):
+        assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def test_full_queue_gives_503_and_timeout_504(tiny_student):
+    app = create_app(tiny_student, SlowBackend(tiny_student), max_batch=1, max_wait_ms=0, max_queue=2, timeout_s=2)
+
+    async def work(client):
+        responses = await asyncio.gather(*(client.post("/v1/classify", json={"texts": ["good"]}) for _ in range(6)))
+        return responses, (await client.post("/v1/classify", json=GOOD)).status_code
+
+    responses, after = asyncio.run(_with_app(app, work))
+    codes = sorted(r.status_code for r in responses)
+    assert 200 in codes and 503 in codes, codes
+    assert "queue full" in next(r.json()["detail"] for r in responses if r.status_code == 503)
+    assert after == 200
+
+    slow = create_app(tiny_student, SlowBackend(tiny_student), timeout_s=0.1)
+    r = asyncio.run(_with_app(slow, lambda client: client.post("/v1/classify", json=GOOD)))
+    assert r.status_code == 504 and "--timeout-s" in r.json()["detail"]
+
+
+def test_shutdown_drains_in_flight_requests(tiny_student):
+    app = create_app(tiny_student, SlowBackend(tiny_student), max_batch=2, max_wait_ms=0)
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            async with app.router.lifespan_context(app):
+                pending = [asyncio.create_task(client.post("/v1/classify", json=GOOD)) for _ in range(3)]
+                await asyncio.sleep(0.1)  # queued or running when shutdown starts
+            late = await client.post("/v1/classify", json=GOOD)  # after shutdown: refused
+            return await asyncio.gather(*pending), late
+
+    done, late = asyncio.run(main())
+    assert [r.status_code for r in done] == [200, 200, 200]
+    assert late.status_code == 503 and "shutting down" in late.json()["detail"]
