@@ -1,0 +1,100 @@
+"""General-distillation pieces on tiny models: corpus packing, triple loss, a few Trainer steps."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from distilkit import losses
+from distilkit.data.corpus import prepare_corpus, text_files
+from distilkit.data.errors import DataError
+
+from .conftest import make_tokenizer, sentences, tiny_bert_config
+
+
+@pytest.fixture()
+def corpus_dir(tmp_path):
+    text = "\n".join(s for s, _ in sentences(200, 5)) + "\n\n   \n"
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text(text)
+    return tmp_path / "corpus"
+
+
+def test_prepare_corpus_packs_framed_sequences_and_counts(corpus_dir, tmp_path):
+    import datasets
+
+    tokenizer = make_tokenizer(tmp_path / "tok")
+    stats = prepare_corpus(corpus_dir, tokenizer, tmp_path / "packed", max_len=8, min_len=4)
+    ds = datasets.load_from_disk(str(tmp_path / "packed"))
+    assert ds.features["input_ids"].feature.dtype == "uint16"
+    assert stats["sequences"] == len(ds) > 0
+    for ids in ds["input_ids"][:50]:
+        assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id and 4 <= len(ids) <= 8
+    counts = np.load(tmp_path / "packed" / "token_counts.npy")
+    assert counts.sum() == stats["tokens"] == sum(len(x) for x in ds["input_ids"])
+
+
+def test_corpus_errors(tmp_path):
+    tokenizer = make_tokenizer(tmp_path / "tok")
+    (tmp_path / "empty.txt").write_text("\n  \n\n")
+    with pytest.raises(DataError, match="empty"):
+        prepare_corpus(tmp_path / "empty.txt", tokenizer, tmp_path / "o1")
+    (tmp_path / "blob.txt").write_bytes(b"abc\x00\x01\x02" * 100)
+    with pytest.raises(DataError, match="binary"):
+        text_files(tmp_path / "blob.txt")
+    with pytest.raises(DataError, match="not found"):
+        text_files(tmp_path / "missing")
+
+
+def test_triple_loss_terms_by_hand():
+    vocab = 3
+    s_logits = torch.zeros(1, 2, vocab)
+    t_logits = torch.zeros(1, 2, vocab)
+    t_logits[0, 0] = torch.tensor([2 * math.log(2.0), 0.0, 0.0])  # at T=2: probs [1/2, 1/4, 1/4]
+    labels = torch.tensor([[0, -100]])
+    hidden_s = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    hidden_t = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
+    mask = torch.tensor([[1, 1]])
+    terms = losses.triple_loss_terms(s_logits, t_logits, labels, hidden_s, hidden_t, mask, temperature=2.0)
+    kl = 0.5 * math.log(0.5 / (1 / 3)) + 2 * 0.25 * math.log(0.25 / (1 / 3))
+    assert terms["ce"].item() == pytest.approx(4 * kl, rel=1e-5)
+    assert terms["mlm"].item() == pytest.approx(math.log(3), rel=1e-6)
+    assert terms["cos"].item() == pytest.approx(0.5)  # cos 0 on token 1, cos 1 on token 2
+    assert terms["mse"].item() == pytest.approx((2 * math.log(2.0)) ** 2 / 3, rel=1e-5)
+
+
+def test_trainer_runs_the_triple_loss(corpus_dir, tmp_path):
+    import datasets
+    from transformers import BertForMaskedLM, TrainingArguments
+
+    from distilkit.data.masking import token_weights
+    from distilkit.student import build_student
+    from distilkit.train.general import GeneralDistillationTrainer, MaskingCollator, TripleLossConfig
+
+    tokenizer = make_tokenizer(tmp_path / "tok")
+    prepare_corpus(corpus_dir, tokenizer, tmp_path / "packed", max_len=12, min_len=4)
+    ds = datasets.load_from_disk(str(tmp_path / "packed"))
+    weights = token_weights(torch.as_tensor(np.load(tmp_path / "packed" / "token_counts.npy")))
+    torch.manual_seed(0)
+    teacher = BertForMaskedLM(tiny_bert_config()).eval()
+    student = build_student(teacher, [0, 2])
+    before = student.distilbert.transformer.layer[0].ffn.lin1.weight.clone()
+    args = TrainingArguments(str(tmp_path / "ckpt"), per_device_train_batch_size=8, max_steps=4, logging_steps=2,
+                             learning_rate=1e-3, report_to="none", use_cpu=True, save_strategy="no",
+                             remove_unused_columns=False, disable_tqdm=True)
+    trainer = GeneralDistillationTrainer(model=student, args=args, train_dataset=ds, teacher=teacher,
+                                         data_collator=MaskingCollator(tokenizer, weights, seed=0),
+                                         loss_config=TripleLossConfig())
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss_ce" in h]
+    assert logged and all(math.isfinite(h[k]) for h in logged for k in ("loss_ce", "loss_mlm", "loss_cos"))
+    assert not torch.equal(before, student.distilbert.transformer.layer[0].ffn.lin1.weight)
+    assert all(not p.requires_grad for p in teacher.parameters())
+
+
+def test_all_zero_weights_are_refused():
+    from distilkit.train.general import TripleLossConfig
+
+    with pytest.raises(ValueError, match="not all zero"):
+        TripleLossConfig(0, 0, 0, 0).check()
