@@ -98,3 +98,31 @@ def test_all_zero_weights_are_refused():
 
     with pytest.raises(ValueError, match="not all zero"):
         TripleLossConfig(0, 0, 0, 0).check()
+
+
+def test_pretrain_stage_end_to_end_with_fitted_head(tiny_teacher, corpus_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from distilkit.cli import app
+
+    out = tmp_path / "pre"
+    result = CliRunner().invoke(app, ["pretrain", "--teacher", str(tiny_teacher), "--corpus", str(corpus_dir),
+                                      "--out", str(out), "--fit-mlm-head", "--head-steps", "4", "--max-steps", "6",
+                                      "--save-steps", "3", "--max-len", "12", "--batch-size", "8", "--no-bf16"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    info = json.loads((out / "pretrain.json").read_text())
+    assert 0.0 <= info["student_mlm_accuracy"] <= 1.0 and 0.0 <= info["teacher_mlm_accuracy"] <= 1.0
+    assert info["fit_mlm_head"] and info["loss_history"]
+    assert (out / "model.safetensors").exists() and not (out / "checkpoints").exists()
+
+
+def test_pretrain_refuses_a_headless_teacher_without_fit(tiny_teacher, corpus_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from distilkit.cli import app
+
+    result = CliRunner().invoke(app, ["pretrain", "--teacher", str(tiny_teacher), "--corpus", str(corpus_dir),
+                                      "--out", str(tmp_path / "pre")])
+    assert result.exit_code == 2 and "--fit-mlm-head" in result.output

@@ -237,6 +237,41 @@ def run(
 
 
 
+@app.command()
+def pretrain(
+    teacher: Optional[str] = TeacherOpt,
+    corpus: str = typer.Option(..., "--corpus", help="Text file, folder of text files, or hub dataset name[:config]."),
+    out: Path = typer.Option(..., "--out", "-o"),
+    student_dir: Optional[str] = typer.Option(None, "--student", help="Student to start from (default: built from the teacher)."),
+    layers: Optional[str] = LayersOpt,
+    eval_corpus: Optional[str] = typer.Option(None, "--eval-corpus", help="Held-out text (default: the corpus tail)."),
+    fit_mlm_head: bool = typer.Option(False, "--fit-mlm-head", help="Fit an MLM head on the frozen teacher first."),
+    head_steps: int = 300,
+    max_steps: int = typer.Option(1000, "--max-steps"), save_steps: int = typer.Option(200, "--save-steps"),
+    batch_size: int = 32, grad_accum: int = typer.Option(1, "--grad-accum"), lr: float = 5e-4, max_len: int = 128,
+    seed: int = 42, alpha_ce: float = 5.0, alpha_mlm: float = 2.0, alpha_cos: float = 1.0, alpha_mse: float = 0.0,
+    temperature: float = 2.0, bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
+    overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
+):
+    """General distillation on raw text: 5·L_ce + 2·L_mlm + 1·L_cos against a masked-LM teacher."""
+    from .pretrain import pretrain as run_pretrain
+    from .train.common import TrainConfig
+    from .train.general import TripleLossConfig
+
+    cfg = TrainConfig(max_steps=max_steps, save_steps=save_steps, batch_size=batch_size, learning_rate=lr,
+                      max_length=max_len, seed=seed, bf16=bf16, gradient_accumulation=grad_accum,
+                      logging_steps=max(1, min(50, max_steps // 20)))
+    try:
+        info = run_pretrain(_teacher(teacher), corpus, out, cfg,
+                            TripleLossConfig(alpha_ce, alpha_mlm, alpha_cos, alpha_mse, temperature),
+                            student_dir, layers, eval_corpus, fit_mlm_head, head_steps, max_len,
+                            overwrite=overwrite, resume=resume)
+    except (ValueError, *_user_errors()) as err:
+        _fail(err)
+    console.print(f"masked-token accuracy: teacher {info['teacher_mlm_accuracy'] * 100:.1f}%, "
+                  f"student {info['student_mlm_accuracy'] * 100:.1f}% → {out}/pretrain.json")
+
+
 # --- deploy: export, bench, predict, serve -------------------------------------------------------
 
 BackendOpt = typer.Option("auto", "--backend", "-b",

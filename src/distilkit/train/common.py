@@ -27,6 +27,7 @@ class TrainConfig:
     seed: int = 42
     bf16: bool | None = None  # None: on when the CPU/GPU supports bf16
     save_steps: int = 500
+    gradient_accumulation: int = 1
     logging_steps: int = 50
 
     def to_dict(self) -> dict:
@@ -112,6 +113,7 @@ def training_arguments(cfg: TrainConfig, output_dir: Path) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation,
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
