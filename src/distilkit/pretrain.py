@@ -14,7 +14,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from transformers import AutoModelForMaskedLM, BertForMaskedLM, Trainer
+from transformers import AutoModelForMaskedLM, BertForMaskedLM, Trainer, set_seed
 
 from .artifacts import atomic_output_dir, write_json
 from .data.corpus import prepare_corpus
@@ -65,6 +65,7 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
              overwrite: bool = False, resume: bool = False) -> dict:
     """Distil a general-purpose student from `teacher` on `corpus`; returns pretrain.json's content."""
     loss.check()
+    set_seed(cfg.seed)  # the fitted head's init and the student's training repeat exactly
     start = time.perf_counter()
     tokenizer = load_tokenizer(teacher)
     if not has_mlm_head(teacher) and not fit_head:
@@ -77,10 +78,11 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
             raise ModelError(f"{student} is wider than its teacher {teacher}: expected the same or a smaller width")
     with atomic_output_dir(out, overwrite, resume) as tmp:
         corpus_dir, eval_dir = tmp / "corpus", tmp / "eval_corpus"
-        if not corpus_dir.exists():
-            stats = prepare_corpus(corpus, tokenizer, corpus_dir, max_len)
-        if eval_corpus and not eval_dir.exists():
-            prepare_corpus(eval_corpus, tokenizer, eval_dir, max_len)
+        for source, folder in ((corpus, corpus_dir), (eval_corpus, eval_dir)):
+            if source and not folder.exists():  # prepared once; reused by --resume
+                shutil.rmtree(folder.with_name(folder.name + ".tmp"), ignore_errors=True)
+                prepare_corpus(source, tokenizer, folder.with_name(folder.name + ".tmp"), max_len)
+                folder.with_name(folder.name + ".tmp").rename(folder)
         train_ds = datasets.load_from_disk(str(corpus_dir))
         stats = {"sequences": len(train_ds), "max_len": max_len}
         weights = token_weights(torch.as_tensor(np.load(corpus_dir / "token_counts.npy")))
@@ -96,12 +98,15 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
 
         if has_mlm_head(teacher):
             teacher_model = AutoModelForMaskedLM.from_pretrained(teacher, use_safetensors=True).eval()
+        elif (tmp / "teacher_with_head" / "distil.json").exists():  # fitted before the run was interrupted
+            teacher_model = AutoModelForMaskedLM.from_pretrained(tmp / "teacher_with_head", use_safetensors=True).eval()
         else:
             console.print(f"fitting a masked-LM head on the frozen teacher ({head_steps} steps)")
             head_cfg = TrainConfig(**{**cfg.to_dict(), "max_steps": head_steps, "learning_rate": 1e-3})
             teacher_model = fit_mlm_head(teacher, tokenizer, train_ds, weights, head_cfg, tmp / "head_checkpoints")
-            save_model(teacher_model, tokenizer, tmp / "teacher_with_head", {"stage": "fit-mlm-head", "teacher": teacher,
-                                                                           "steps": head_steps})
+            with atomic_output_dir(tmp / "teacher_with_head", overwrite=True) as head_dir:
+                save_model(teacher_model, tokenizer, head_dir, {"stage": "fit-mlm-head", "teacher": teacher,
+                                                                "steps": head_steps})
         if student is None:
             layer_map = choose_layers(teacher_depth(teacher_model.config), layers)
             student_model = build_student(teacher_model, layer_map)
