@@ -1,7 +1,6 @@
 """The pipeline on tiny random models and tiny GLUE-layout data: stages, folders, errors."""
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner

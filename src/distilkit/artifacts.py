@@ -93,6 +93,19 @@ def write_text(path: str | Path, text: str) -> Path:
     return path
 
 
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure through a temporary file, then rename; closes the figure."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import write_json, write_text
+from .artifacts import save_figure, write_json, write_text
 from .backends import ONNX_FP32, ONNX_INT8, available_backends, load_backend, num_cores
 
 PRECISION = {"torch": "fp32", "torch-bf16": "bf16", "onnx": "fp32", "onnx-int8": "int8"}
@@ -214,12 +214,7 @@ def plot(bench: dict, path: Path) -> Path:
     fig.suptitle(f"distil bench on {bench['hardware']['cpu']} ({bench['hardware']['cores']} cores): "
                  f"speedup vs {ref['model']} {LABELS[ref['backend']]}", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def markdown(bench: dict) -> str:

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .artifacts import write_text  # noqa: E402
+from .artifacts import save_figure, write_text  # noqa: E402
 
 MODELS = ("teacher", "student", "baseline")
 
@@ -32,12 +32,7 @@ def plot_run(metrics: dict, path: Path) -> Path:
         ax2.text(i, p * 1.01, f"{p:.1f}", ha="center")
     ax2.set_ylim(0, max(params) * 1.15)
     fig.suptitle(f"distil run: {metrics['task']} — retention {metrics['retention'] * 100:.1f}%")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(metrics: dict, out: Path) -> Path:
@@ -73,7 +68,7 @@ def write_report(metrics: dict, out: Path) -> Path:
         f"- data: {metrics['data']}, {metrics['train_examples']} training examples",
         f"- teacher fine-tuning: {metrics['config']['teacher']}",
         f"- student distillation: {metrics['config']['student']}, loss {metrics['config']['distillation']}",
-        f"- baseline: same init and steps as the student, gold labels only",
+        "- baseline: same init and steps as the student, gold labels only",
         f"- train seconds per phase: {metrics['train_seconds']}",
         f"- versions: {metrics['versions']}",
         "",

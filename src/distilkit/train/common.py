@@ -107,6 +107,14 @@ def predict_logits(model, ds, tokenizer, batch_size: int = 64, description: str 
     return (logits, cls) if hidden else logits
 
 
+def add_loss_terms(logs: dict, terms: dict[str, list[float]]) -> None:
+    """Put the mean of each loss term since the last log into `logs`, then forget them."""
+    for name, values in terms.items():
+        if values:
+            logs[name] = round(sum(values) / len(values), 4)
+    terms.clear()
+
+
 def training_arguments(cfg: TrainConfig, output_dir: Path) -> TrainingArguments:
     """Trainer arguments for a stage: CPU unless a GPU is present, bf16 when supported, resumable checkpoints."""
     bf16 = bf16_supported() if cfg.bf16 is None else cfg.bf16

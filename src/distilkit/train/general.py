@@ -16,6 +16,7 @@ from transformers import Trainer
 
 from .. import losses
 from ..data.masking import mask_tokens
+from .common import add_loss_terms
 
 
 @dataclass
@@ -83,8 +84,5 @@ class GeneralDistillationTrainer(Trainer):
         return (loss, out) if return_outputs else loss
 
     def log(self, logs, *args, **kwargs):
-        for name, values in self._terms.items():
-            if values:
-                logs[name] = round(sum(values) / len(values), 4)
-        self._terms.clear()
+        add_loss_terms(logs, self._terms)
         super().log(logs, *args, **kwargs)

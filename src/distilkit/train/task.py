@@ -18,7 +18,7 @@ from pathlib import Path
 from transformers import Trainer
 
 from .. import losses
-from .common import Collator, TrainConfig, model_inputs, predict_logits, training_arguments
+from .common import Collator, TrainConfig, add_loss_terms, model_inputs, predict_logits, training_arguments
 
 
 @dataclass
@@ -61,10 +61,7 @@ class DistillationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs, *args, **kwargs):
-        for name, values in self._terms.items():
-            if values:
-                logs[name] = round(sum(values) / len(values), 4)
-        self._terms.clear()
+        add_loss_terms(logs, self._terms)
         super().log(logs, *args, **kwargs)
 
 
