@@ -187,3 +187,23 @@ def test_task_command_needs_a_finetuned_teacher(tiny_teacher, tiny_glue, tmp_pat
     result = runner.invoke(app, ["task", "--teacher", str(tiny_teacher), "--data", str(tiny_glue),
                                  "--out", str(tmp_path / "s"), "--cache-dir", str(tmp_path / "c")])
     assert result.exit_code == 2 and "fine-tune it first" in result.output
+
+
+def test_model_after_bf16_training_predicts_like_its_saved_fp32_copy(tiny_teacher, tiny_glue, tmp_path):
+    """Mixed-precision training must not leave an autocast wrapper on the model we then evaluate."""
+    import numpy as np
+
+    from distilkit.models import load_classifier, load_tokenizer
+    from distilkit.train.common import encode, predict_logits
+    from distilkit.train.task import finetune
+
+    data = load_task_data("sst2", tiny_glue)
+    tokenizer = load_tokenizer(str(tiny_teacher))
+    model = load_classifier(str(tiny_teacher), num_labels=2)
+    ds = encode(data.train, tokenizer, 32)
+    finetune(model, tokenizer, ds, TrainConfig(**{**FAST.to_dict(), "bf16": True}), tmp_path / "ckpt")
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = load_classifier(str(tmp_path / "saved"))
+    dev = encode(data.dev["dev"], tokenizer, 32)
+    np.testing.assert_allclose(predict_logits(model, dev, tokenizer), predict_logits(reloaded, dev, tokenizer),
+                               atol=1e-5)

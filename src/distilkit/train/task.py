@@ -68,6 +68,8 @@ class DistillationTrainer(Trainer):
 def _run_trainer(trainer: Trainer, work_dir: Path, resume: bool) -> float:
     checkpoint = resume and any(work_dir.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if checkpoint else None)
+    # Mixed precision wraps model.forward in autocast; unwrap so later evaluation runs in fp32, like a reload.
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     shutil.rmtree(work_dir, ignore_errors=True)
     return float(result.metrics["train_runtime"])
 
