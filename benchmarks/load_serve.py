@@ -1,7 +1,7 @@
 """Bounded loopback load test of `distil serve`, set against offline batch throughput.
 
 Starts `distil serve MODEL_DIR` in a subprocess on a free port, sends N requests from C concurrent
-httpx.AsyncClient tasks, reports latency p50/p90/p99, requests/s, texts/s, status counts (5xx) and the
+keep-alive connections (a minimal asyncio HTTP/1.1 client, so the client takes little CPU), reports latency p50/p90/p99, requests/s, texts/s, status counts (5xx) and the
 server's mean batch size, stops the server (SIGTERM: graceful), then times the same backend offline
 (`predict_all` in batches of --max-batch, tokenising included, as the server does) on the same texts.
 Client and server share the machine's cores: the served figure is a floor, not a ceiling.
@@ -48,6 +48,7 @@ def load_texts(path: str | None, limit: int = 2000) -> list[str]:
 def start_server(args, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "distilkit.cli", "serve", args.model_dir, "--port", str(port), "--backend",
            args.backend, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
+           "--sub-batch", str(args.sub_batch),
            "--max-queue", str(max(1024, args.concurrency * args.texts_per_request * 2))]
     log = open(args.log, "w") if args.log else subprocess.DEVNULL
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -68,28 +69,63 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> dict:
     raise SystemExit(f"the server was not ready within {timeout} s")
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON and reads status and body by Content-Length.
+
+    The load client shares the cores with the server, so it must cost little: a raw asyncio stream
+    does a request in tens of microseconds where a full client (httpx) spends several hundred."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.writer.write(head + body)
+        status_line, _, headers = (await self.reader.readuntil(b"\r\n\r\n")).partition(b"\r\n")
+        fields = dict(line.split(b":", 1) for line in headers.strip().split(b"\r\n") if b":" in line)
+        fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
+        payload = await self.reader.readexactly(int(fields.get(b"content-length", b"0")))
+        if fields.get(b"connection", b"").lower() == b"close":
+            self.close()
+        return int(status_line.split()[1]), payload
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def load(url: str, texts: list[str], n: int, concurrency: int, per_request: int) -> dict:
+    """n POSTs of `per_request` texts each from `concurrency` connections; latency and status counts."""
+    host, port = url.removeprefix("http://").split(":")
+    bodies = [json.dumps({"texts": [texts[(i * per_request + k) % len(texts)] for k in range(per_request)]}).encode()
+              for i in range(n)]
     latencies, statuses, failures = [], {}, 0
     counter = iter(range(n))
 
-    async def client_task(client):
+    async def client_task():
         nonlocal failures
+        conn = Connection(host, int(port))
         for i in counter:  # shared iterator: each request index is sent once
-            batch = [texts[(i * per_request + k) % len(texts)] for k in range(per_request)]
             start = time.perf_counter()
             try:
-                r = await client.post(f"{url}/v1/classify", json={"texts": batch})
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                if r.status_code == 200:
-                    latencies.append(time.perf_counter() - start)
-            except httpx.HTTPError:
+                status, _ = await asyncio.wait_for(conn.post("/v1/classify", bodies[i]), 30)
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
                 failures += 1
+                conn.close()
+                continue
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                latencies.append(time.perf_counter() - start)
+        conn.close()
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        start = time.perf_counter()
-        await asyncio.gather(*(client_task(client) for _ in range(concurrency)))
-        wall = time.perf_counter() - start
+    start = time.perf_counter()
+    await asyncio.gather(*(client_task() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
     ms = np.array(latencies) * 1e3
     ok = statuses.get(200, 0)
     pct = (lambda q: float(np.percentile(ms, q))) if len(ms) else (lambda q: None)
@@ -122,6 +158,16 @@ def offline_throughput(model_dir: str, backend: str, texts: list[str], batch: in
     return {"backend": model.name, "texts": total, "batch_size": batch, "seconds": seconds, "texts_per_s": total / seconds}
 
 
+def run_async(coro):
+    """Run `coro` on uvloop when installed (as uvicorn[standard] brings), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model_dir")
@@ -131,6 +177,7 @@ def main() -> None:
     p.add_argument("--texts-per-request", type=int, default=1)
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--sub-batch", type=int, default=8)
     p.add_argument("--texts", help="File of texts to send, one per line (default: SST-2 dev).")
     p.add_argument("--out", default="load_serve.json")
     p.add_argument("--log", help="Write the server's output to this file.")
@@ -142,9 +189,9 @@ def main() -> None:
     proc = start_server(args, port)
     try:
         health = wait_ready(url, proc)
-        asyncio.run(load(url, texts, min(64, args.requests), args.concurrency, args.texts_per_request))  # warm-up
+        run_async(load(url, texts, min(64, args.requests), args.concurrency, args.texts_per_request))  # warm-up
         before = server_metrics(url)
-        served = asyncio.run(load(url, texts, args.requests, args.concurrency, args.texts_per_request))
+        served = run_async(load(url, texts, args.requests, args.concurrency, args.texts_per_request))
         after = server_metrics(url)
         batches = after["batches"] - before["batches"]
         served["server_batches"] = batches
@@ -159,7 +206,7 @@ def main() -> None:
     offline = offline_throughput(args.model_dir, health["backend"], texts, args.max_batch,
                                  args.requests * args.texts_per_request)
     report = {"model": args.model_dir, "backend": health["backend"], "cores": os.cpu_count(),
-              "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "exit_code": code,
+              "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "sub_batch": args.sub_batch, "exit_code": code,
                          "graceful_exit": code in (0, -signal.SIGTERM)},
               "served": served, "offline": offline,
               "served_over_offline_texts_per_s": served["texts_per_s"] / offline["texts_per_s"],

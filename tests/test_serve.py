@@ -6,6 +6,7 @@ import json
 import time
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -139,6 +140,33 @@ def test_batched_results_equal_one_by_one(client):
     alone = [client.post("/v1/classify", json={"texts": [t]}).json()["results"][0] for t in texts]
     for a, b in zip(together, alone):
         assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+class RecordingBackend(OrtBackend):
+    """The ONNX backend, recording the padded shape of every model call."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shapes = []
+
+    def forward(self, inputs):
+        self.shapes.append(inputs["input_ids"].shape)
+        return super().forward(inputs)
+
+
+def test_a_batch_runs_as_length_sorted_sub_batches(tiny_student):
+    backend = RecordingBackend(tiny_student)
+    texts = ["good " * n for n in (9, 1, 7, 2, 8, 3, 6, 4)]  # long and short interleaved
+    app = create_app(tiny_student, backend, sub_batch=2)
+    r = asyncio.run(_with_app(app, lambda client: client.post("/v1/classify", json={"texts": texts})))
+    assert r.status_code == 200
+    assert [shape[0] for shape in backend.shapes] == [2, 2, 2, 2]
+    # sorted by length: each call pads to a neighbour's length, not to the longest text of the request
+    # lengths 1 2 3 4 6 7 8 9 words pair up as (1,2) (3,4) (6,7) (8,9) (in request order: 9, 7, 8 and 6)
+    assert sorted(shape[1] for shape in backend.shapes) == [2 + 2, 2 + 4, 2 + 7, 2 + 9]
+    alone = [backend([t])[0] for t in texts]
+    for row, logits in zip(r.json()["results"], alone):
+        assert row["score"] == pytest.approx(float(np.exp(logits).max() / np.exp(logits).sum()), abs=1e-5)
 
 
 def test_full_queue_gives_503_and_timeout_504(tiny_student):

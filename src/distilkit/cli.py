@@ -240,27 +240,31 @@ def run(
 @app.command()
 def pretrain(
     teacher: Optional[str] = TeacherOpt,
-    corpus: str = typer.Option(..., "--corpus", help="Text file, folder of text files, or hub dataset name[:config]."),
+    corpus: str = typer.Option(..., "--corpus", help="Text file, folder of text files, hub dataset name[:config], "
+                                                     "or a folder prepared by `distil corpus`."),
     out: Path = typer.Option(..., "--out", "-o"),
     student_dir: Optional[str] = typer.Option(None, "--student", help="Student to start from (default: built from the teacher)."),
     layers: Optional[str] = LayersOpt,
-    eval_corpus: Optional[str] = typer.Option(None, "--eval-corpus", help="Held-out text (default: the corpus tail)."),
+    eval_corpus: Optional[str] = typer.Option(None, "--eval-corpus", help="Held-out text, raw or prepared "
+                                                                          "(default: the corpus tail)."),
     fit_mlm_head: bool = typer.Option(False, "--fit-mlm-head", help="Fit an MLM head on the frozen teacher first."),
     head_steps: int = 300,
     max_steps: int = typer.Option(1000, "--max-steps"), save_steps: int = typer.Option(200, "--save-steps"),
+    logging_steps: Optional[int] = typer.Option(None, "--logging-steps", help="Log the loss every N steps "
+                                                                              "(default: max-steps/20, at most 50)."),
     batch_size: int = 32, grad_accum: int = typer.Option(1, "--grad-accum"), lr: float = 5e-4, max_len: int = 128,
     seed: int = 42, alpha_ce: float = 5.0, alpha_mlm: float = 2.0, alpha_cos: float = 1.0, alpha_mse: float = 0.0,
     temperature: float = 2.0, bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
 ):
-    """General distillation on raw text: 5·L_ce + 2·L_mlm + 1·L_cos against a masked-LM teacher."""
+    """General distillation on raw text: 5·L_ce + 2·L_mlm + 1·L_cos against a masked-LM teacher (torchrun-ready)."""
     from .pretrain import pretrain as run_pretrain
     from .train.common import TrainConfig
     from .train.general import TripleLossConfig
 
     cfg = TrainConfig(max_steps=max_steps, save_steps=save_steps, batch_size=batch_size, learning_rate=lr,
                       max_length=max_len, seed=seed, bf16=bf16, gradient_accumulation=grad_accum,
-                      logging_steps=max(1, min(50, max_steps // 20)))
+                      logging_steps=logging_steps or max(1, min(50, max_steps // 20)))
     try:
         info = run_pretrain(_teacher(teacher), corpus, out, cfg,
                             TripleLossConfig(alpha_ce, alpha_mlm, alpha_cos, alpha_mse, temperature),
@@ -268,8 +272,39 @@ def pretrain(
                             overwrite=overwrite, resume=resume)
     except (ValueError, *_user_errors()) as err:
         _fail(err)
-    console.print(f"masked-token accuracy: teacher {info['teacher_mlm_accuracy'] * 100:.1f}%, "
-                  f"student {info['student_mlm_accuracy'] * 100:.1f}% → {out}/pretrain.json")
+    if "student_mlm_accuracy" in info:  # the main process (the only one under torchrun that evaluates)
+        console.print(f"masked-token accuracy: teacher {info['teacher_mlm_accuracy'] * 100:.1f}%, "
+                      f"student {info['student_mlm_accuracy'] * 100:.1f}% → {out}/pretrain.json")
+
+
+@app.command("corpus")
+def corpus_cmd(
+    source: str = typer.Argument(..., help="Text file, folder of text files, or hub dataset name[:config]."),
+    teacher: Optional[str] = TeacherOpt,
+    out: Path = typer.Option(..., "--out", "-o"),
+    max_len: int = typer.Option(128, "--max-len", help="Longest packed sequence, [CLS] and [SEP] included."),
+    overwrite: bool = OverwriteOpt,
+):
+    """Prepare a corpus for `distil pretrain`: packed token sequences (Arrow), token counts, corpus.json."""
+    import shutil
+
+    from .artifacts import publish, start_partial
+    from .data.corpus import prepare_corpus
+    from .models import load_tokenizer
+
+    try:
+        teacher = _teacher(teacher)
+        tokenizer = load_tokenizer(teacher)
+        tmp = start_partial(out, overwrite)
+        try:
+            info = prepare_corpus(source, tokenizer, tmp, max_len, tokenizer_name=teacher)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing to resume: leave no folder behind
+            raise
+        publish(tmp, out, overwrite)
+    except _user_errors() as err:
+        _fail(err)
+    console.print(f"{info['sequences']:,} sequences, {info['tokens']:,} tokens (max_len {max_len}) → {out}")
 
 
 # --- deploy: export, bench, predict, serve -------------------------------------------------------
@@ -392,6 +427,7 @@ def serve(
     backend: str = BackendOpt, max_length: Optional[int] = MaxLengthOpt,
     max_batch: int = typer.Option(32, "--max-batch", help="Most texts in one model call."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="Longest wait for a batch to fill."),
+    sub_batch: int = typer.Option(8, "--sub-batch", help="Texts per model call within a batch, sorted by length."),
     max_texts: int = typer.Option(64, "--max-texts", help="Most texts in one request (413 beyond)."),
     max_chars: int = typer.Option(2000, "--max-chars", help="Most characters in one text (413 beyond)."),
     max_queue: int = typer.Option(1024, "--max-queue", help="Most texts waiting (503 beyond)."),
@@ -405,7 +441,7 @@ def serve(
 
     try:
         run_server(model_dir, host, port, backend, max_length, access_log, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                   max_texts=max_texts, max_chars=max_chars, max_queue=max_queue, timeout_s=timeout_s,
+                   sub_batch=sub_batch, max_texts=max_texts, max_chars=max_chars, max_queue=max_queue, timeout_s=timeout_s,
                    max_body_bytes=max_body_bytes)
     except _deploy_errors() as err:
         _fail(err)

@@ -27,7 +27,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
-from .backends import Backend, is_pair_model, load_backend, results
+from .backends import Backend, is_pair_model, load_backend, predict_all, results
 
 
 class ClassifyRequest(BaseModel):
@@ -50,6 +50,7 @@ class ClassifyResponse(BaseModel):
 class Limits:
     max_batch: int = 32
     max_wait_ms: float = 5.0
+    sub_batch: int = 8  # texts per model call inside a batch, sorted by length (less padding)
     max_texts: int = 64
     max_chars: int = 2000
     max_queue: int = 1024  # texts waiting
@@ -146,13 +147,15 @@ class Batcher:
         return batch
 
     def _predict(self, texts: list[str], pairs: list[str | None]) -> np.ndarray:
-        """Logits in the model thread; texts with and without a pair go in separate calls."""
+        """Logits in the model thread; texts with and without a pair go in separate calls, each split
+        into length-sorted model calls of `sub_batch` texts, so short texts are not padded to long ones."""
         with_pair = np.array([p is not None for p in pairs])
         logits = np.zeros((len(texts), self.backend.config.num_labels), dtype=np.float32)
         for mask, paired in ((with_pair, True), (~with_pair, False)):
             idx = np.flatnonzero(mask)
             if len(idx):
-                logits[idx] = self.backend([texts[i] for i in idx], [pairs[i] for i in idx] if paired else None)
+                logits[idx] = predict_all(self.backend, [texts[i] for i in idx],
+                                          [pairs[i] for i in idx] if paired else None, self.limits.sub_batch)
         return logits
 
     async def run(self) -> None:
