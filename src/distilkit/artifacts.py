@@ -48,6 +48,17 @@ def publish(tmp: Path, out: Path, overwrite: bool) -> Path:
     return out
 
 
+def start_partial(out: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
+    """Check `out`, then make its temporary folder: kept from an interrupted run with `resume`, else emptied."""
+    out = check_output(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_dir(out)
+    if tmp.exists() and not resume:
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | Path, overwrite: bool = False, resume: bool = False) -> Iterator[Path]:
     """Yield a temporary folder to write into; on success it becomes `out`.
@@ -55,14 +66,9 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False, resume: bool = F
     With `resume`, a temporary folder left by an interrupted run is kept (its checkpoints
     are reused); otherwise it is cleared. On failure the temporary folder stays, for --resume.
     """
-    out = check_output(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_dir(out)
-    if tmp.exists() and not resume:
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = start_partial(out, overwrite, resume)
     yield tmp
-    publish(tmp, out, overwrite)
+    publish(tmp, Path(out), overwrite)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
