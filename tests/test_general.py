@@ -70,7 +70,7 @@ def test_trainer_runs_the_triple_loss(corpus_dir, tmp_path):
 
     from distilkit.data.masking import token_weights
     from distilkit.student import build_student
-    from distilkit.train.general import GeneralDistillationTrainer, MaskingCollator, TripleLossConfig
+    from distilkit.train.general import GeneralDistillationTrainer, Masker, PaddingCollator, TripleLossConfig
 
     tokenizer = make_tokenizer(tmp_path / "tok")
     prepare_corpus(corpus_dir, tokenizer, tmp_path / "packed", max_len=12, min_len=4)
@@ -84,13 +84,37 @@ def test_trainer_runs_the_triple_loss(corpus_dir, tmp_path):
                              learning_rate=1e-3, report_to="none", use_cpu=True, save_strategy="no",
                              remove_unused_columns=False, disable_tqdm=True)
     trainer = GeneralDistillationTrainer(model=student, args=args, train_dataset=ds, teacher=teacher,
-                                         data_collator=MaskingCollator(tokenizer, weights, seed=0),
-                                         loss_config=TripleLossConfig())
+                                         data_collator=PaddingCollator(tokenizer.pad_token_id),
+                                         masker=Masker(tokenizer, weights), loss_config=TripleLossConfig())
     trainer.train()
     logged = [h for h in trainer.state.log_history if "loss_ce" in h]
     assert logged and all(math.isfinite(h[k]) for h in logged for k in ("loss_ce", "loss_mlm", "loss_cos"))
     assert not torch.equal(before, student.distilbert.transformer.layer[0].ffn.lin1.weight)
     assert all(not p.requires_grad for p in teacher.parameters())
+
+
+def test_masks_and_data_order_do_not_depend_on_rng_history(tmp_path):
+    from distilkit.train.general import EpochSampler, Masker, PaddingCollator, mask_seed
+
+    tokenizer = make_tokenizer(tmp_path / "tok")
+    lengths = [5 + i % 7 for i in range(64)]
+    sampler = EpochSampler(lengths, batch_size=8, seed=42)
+    first = list(sampler)
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert list(sampler) == first and sorted(first) == list(range(64))
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+
+    seeds = {mask_seed(42, step, micro, rank) for step in range(50) for micro in range(4) for rank in range(4)}
+    assert len(seeds) == 50 * 4 * 4
+    batch = PaddingCollator(tokenizer.pad_token_id)([{"input_ids": [2] + [5 + i % 19 for i in range(30)] + [3]}] * 4)
+    masker = Masker(tokenizer, torch.ones(len(tokenizer)))
+    a = masker(batch, torch.Generator().manual_seed(mask_seed(42, 7, 1, 0)))
+    torch.rand(1000)
+    b = masker(batch, torch.Generator().manual_seed(mask_seed(42, 7, 1, 0)))
+    c = masker(batch, torch.Generator().manual_seed(mask_seed(42, 7, 1, 1)))
+    assert torch.equal(a["labels"], b["labels"]) and torch.equal(a["input_ids"], b["input_ids"])
+    assert not torch.equal(a["labels"], c["labels"])  # another rank masks other tokens
 
 
 def test_all_zero_weights_are_refused():

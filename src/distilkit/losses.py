@@ -88,8 +88,8 @@ def triple_loss_terms(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
-    student_hidden: torch.Tensor,
-    teacher_hidden: torch.Tensor,
+    student_hidden: torch.Tensor | None,
+    teacher_hidden: torch.Tensor | None,
     attention_mask: torch.Tensor,
     temperature: float = 2.0,
     all_positions: bool = False,
@@ -98,14 +98,17 @@ def triple_loss_terms(
 
     ce: T²·KL(teacher‖student) over the vocabulary at masked positions (all real positions with
     `all_positions`); mlm: cross-entropy on the masked tokens; cos: 1 − cos of last hidden states
-    on real tokens; mse: MSE between the logits at the same positions as ce.
+    on real tokens (left out when the hidden states are None); mse: MSE between the logits at the
+    same positions as ce.
     Shapes: logits (batch, seq, vocab), labels (batch, seq) with -100 off the masked positions.
     """
     rows = attention_mask.bool() if all_positions else labels != -100
     s, t = student_logits[rows], teacher_logits[rows]
-    return {
+    terms = {
         "ce": soft_target_kl(s, t, temperature),
         "mlm": hard_ce(student_logits, labels),
-        "cos": hidden_cosine(student_hidden, teacher_hidden, attention_mask),
         "mse": F.mse_loss(s.float(), t.float()),
     }
+    if student_hidden is not None:
+        terms["cos"] = hidden_cosine(student_hidden, teacher_hidden, attention_mask)
+    return terms

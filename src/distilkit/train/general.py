@@ -2,17 +2,24 @@
 
     loss = α_ce·L_ce + α_mlm·L_mlm + α_cos·L_cos (+ α_mse·L_mse)       defaults 5 / 2 / 1 (/ 0), T = 2
 
-The teacher is frozen, in eval mode, on the student's device and runs under `torch.no_grad`;
-batches are masked on the fly (data/masking.py). Under `torchrun` the Trainer runs DDP unchanged.
+The teacher is frozen, in eval mode, on the student's device and runs under `torch.no_grad`.
+Batches are only padded by the collator and masked (data/masking.py) inside the training step, by a
+generator seeded from (seed, optimizer step, micro-batch, rank): the masks do not depend on RNG history,
+so a run resumed from a checkpoint, or run under `torchrun`, masks exactly as an uninterrupted one.
+The data order is likewise seeded by (seed, epoch). Dropout uses the global RNG, which the Trainer
+checkpoints and restores.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import Sampler
 from transformers import Trainer
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .. import losses
 from ..data.masking import mask_tokens
@@ -31,56 +38,130 @@ class TripleLossConfig:
     def check(self) -> None:
         weights = (self.alpha_ce, self.alpha_mlm, self.alpha_cos, self.alpha_mse)
         if any(a < 0 for a in weights) or sum(weights) == 0:
-            raise ValueError(f"loss weights {weights} (ce, mlm, cos, mse): expected non-negative, not all zero")
+            raise ValueError(f"loss weights --alpha-ce/--alpha-mlm/--alpha-cos/--alpha-mse = {weights}: "
+                             "expected non-negative, not all zero")
         if self.temperature <= 0:
-            raise ValueError(f"temperature {self.temperature}: expected > 0")
+            raise ValueError(f"--temperature {self.temperature}: expected > 0")
 
 
-class MaskingCollator:
-    """Pads a list of token sequences and masks them like DistilBERT (15%, 80/10/10, count^-0.7)."""
+class PaddingCollator:
+    """Pads a list of token sequences into `input_ids` + `attention_mask` (no masking)."""
 
-    def __init__(self, tokenizer, weights: torch.Tensor, rate: float = 0.15, seed: int | None = None):
-        self.tokenizer, self.weights, self.rate = tokenizer, weights, rate
-        self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
 
     def __call__(self, features: list[dict]) -> dict:
         longest = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), longest), self.tokenizer.pad_token_id, dtype=torch.long)
+        ids = torch.full((len(features), longest), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for i, f in enumerate(features):
             ids[i, : len(f["input_ids"])] = torch.as_tensor(f["input_ids"], dtype=torch.long)
             mask[i, : len(f["input_ids"])] = 1
-        candidates = mask.bool() & ~torch.isin(ids, self.special)
-        masked, labels = mask_tokens(ids, candidates, self.weights, self.tokenizer.mask_token_id,
-                                     len(self.tokenizer), self.rate, generator=self.generator)
-        return {"input_ids": masked, "attention_mask": mask, "labels": labels}
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+class Masker:
+    """Masks a padded batch like DistilBERT (15%, 80/10/10, count^-0.7); never special tokens or padding."""
+
+    def __init__(self, tokenizer, weights: torch.Tensor, rate: float = 0.15):
+        self.weights, self.rate = weights, rate
+        self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+        self.mask_id, self.vocab_size = tokenizer.mask_token_id, len(tokenizer)
+
+    def __call__(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        ids, attention = batch["input_ids"].cpu(), batch["attention_mask"].cpu()
+        candidates = attention.bool() & ~torch.isin(ids, self.special)
+        masked, labels = mask_tokens(ids, candidates, self.weights, self.mask_id, self.vocab_size, self.rate,
+                                     generator=generator)
+        device = batch["input_ids"].device
+        return {**batch, "input_ids": masked.to(device), "labels": labels.to(device)}
+
+
+class MaskingCollator:
+    """Pads and masks with its own generator: fixed masks for evaluation and head fitting."""
+
+    def __init__(self, tokenizer, weights: torch.Tensor, rate: float = 0.15, seed: int | None = None):
+        self.pad = PaddingCollator(tokenizer.pad_token_id)
+        self.mask = Masker(tokenizer, weights, rate)
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def __call__(self, features: list[dict]) -> dict:
+        return self.mask(self.pad(features), self.generator)
+
+
+def mask_seed(seed: int, step: int, micro_batch: int, rank: int) -> int:
+    """A 64-bit generator seed for the masks of one micro-batch of one process."""
+    digest = hashlib.sha256(f"mask/{seed}/{step}/{micro_batch}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+class EpochSampler(Sampler):
+    """Length-grouped shuffling seeded by (seed, epoch): the same order after a resume and in every process."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
 class GeneralDistillationTrainer(Trainer):
-    """`Trainer` whose loss is the triple loss against a frozen masked-LM teacher."""
+    """`Trainer` whose loss is the triple loss against a frozen masked-LM teacher.
 
-    def __init__(self, *args, teacher, loss_config: TripleLossConfig, **kwargs):
+    Batches without `labels` are masked by `masker` in `training_step` (see the module docstring).
+    """
+
+    def __init__(self, *args, teacher, loss_config: TripleLossConfig, masker: Masker | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         loss_config.check()
         self.teacher = teacher.eval().requires_grad_(False).to(self.args.device)
         self.loss_config = loss_config
+        self.masker = masker
+        self.model_accepts_loss_kwargs = False  # compute_loss averages per micro-batch: scale by accumulation
+        self.last_loss = float("nan")  # this process's loss on its last micro-batch
         self._terms = defaultdict(list)
+        self._micro = (-1, 0)  # (optimizer step, micro-batch index within it)
+
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = list(ds["length"]) if "length" in ds.column_names else [len(x) for x in ds["input_ids"]]
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps, seed)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if "labels" not in inputs:
+            step, micro = self._micro
+            self._micro = (self.state.global_step, micro + 1 if step == self.state.global_step else 0)
+            seed = mask_seed(self.args.seed, *self._micro, self.args.process_index)
+            inputs = self.masker(inputs, torch.Generator().manual_seed(seed))
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
-        out = model(**inputs, output_hidden_states=True)
-        with torch.no_grad():
-            t_out = self.teacher(**inputs, output_hidden_states=True)
         c = self.loss_config
-        terms = losses.triple_loss_terms(out.logits, t_out.logits, labels, out.hidden_states[-1],
-                                         t_out.hidden_states[-1], inputs["attention_mask"], c.temperature,
-                                         c.all_positions)
-        loss = c.alpha_ce * terms["ce"] + c.alpha_mlm * terms["mlm"] + c.alpha_cos * terms["cos"]
+        hidden = c.alpha_cos > 0  # L_cos needs the last hidden states (of equal width)
+        out = model(**inputs, output_hidden_states=hidden)
+        with torch.no_grad():
+            t_out = self.teacher(**inputs, output_hidden_states=hidden)
+        terms = losses.triple_loss_terms(out.logits, t_out.logits, labels,
+                                         out.hidden_states[-1] if hidden else None,
+                                         t_out.hidden_states[-1] if hidden else None,
+                                         inputs["attention_mask"], c.temperature, c.all_positions)
+        loss = c.alpha_ce * terms["ce"] + c.alpha_mlm * terms["mlm"]
+        if hidden:
+            loss = loss + c.alpha_cos * terms["cos"]
         if c.alpha_mse:
             loss = loss + c.alpha_mse * terms["mse"]
         for name, value in terms.items():
             self._terms[f"loss_{name}"].append(value.item())
+        self.last_loss = loss.item()
         return (loss, out) if return_outputs else loss
 
     def log(self, logs, *args, **kwargs):
