@@ -3,6 +3,9 @@
 corpus → Arrow sequences (+ token counts) → [fit an MLM head on the frozen teacher when it has none]
 → student (from `distil student`, or built here) → Trainer with the triple loss → masked-token
 accuracy of teacher and student on held-out text → OUT (student folder) + OUT/pretrain.json.
+
+Every input is checked before any work starts. Under `torchrun` every process trains (DDP), while
+only the main process prepares corpora, fits the head, evaluates and writes OUT (the others wait).
 """
 
 from __future__ import annotations
@@ -14,17 +17,20 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from transformers import AutoModelForMaskedLM, BertForMaskedLM, Trainer, set_seed
+from transformers import AutoModelForMaskedLM, set_seed
 
-from .artifacts import atomic_output_dir, write_json
-from .data.corpus import prepare_corpus
+from .artifacts import check_output, partial_dir, publish, read_json, start_partial, write_json
+from .data.corpus import CORPUS_INFO, check_prepared, is_prepared, prepare_corpus, text_files
 from .data.errors import DataError
 from .data.masking import token_weights
 from .models import ModelError, load_config, load_tokenizer
 from .pipeline import console, save_model, versions
 from .student import build_student, choose_layers, teacher_depth
-from .train.common import TrainConfig, training_arguments
-from .train.general import GeneralDistillationTrainer, MaskingCollator, TripleLossConfig
+from .train.common import (TrainConfig, drop_incomplete_checkpoints, last_checkpoint, on_main,
+                           training_arguments)
+from .train.general import GeneralDistillationTrainer, Masker, MaskingCollator, PaddingCollator, TripleLossConfig
+
+HEAD_DIR = "teacher_with_head"  # the teacher with its fitted head: reused by --resume, kept in OUT
 
 
 def has_mlm_head(path: str) -> bool:
@@ -32,101 +38,178 @@ def has_mlm_head(path: str) -> bool:
     return any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in archs)
 
 
-def fit_mlm_head(teacher: str, tokenizer, train_ds, weights, cfg: TrainConfig, work_dir: Path):
-    """A masked-LM head trained on the frozen encoder (decoder tied to the word embeddings)."""
-    model = BertForMaskedLM.from_pretrained(teacher, use_safetensors=True, trust_remote_code=False)
-    model.bert.requires_grad_(False)
-    model.cls.predictions.decoder.weight.requires_grad_(False)  # tied to the frozen word embeddings
-    trainer = Trainer(model=model, args=training_arguments(cfg, work_dir), train_dataset=train_ds,
-                      data_collator=MaskingCollator(tokenizer, weights, seed=cfg.seed))
-    trainer.train()
-    return model.eval()
+def fit_mlm_head(teacher: str, tokenizer, train_ds, weights, steps: int, batch_size: int, lr: float, seed: int,
+                 device: torch.device | str = "cpu"):
+    """A masked-LM head trained on the frozen encoder (eval mode; decoder tied to the word embeddings)."""
+    model = AutoModelForMaskedLM.from_pretrained(teacher, use_safetensors=True, trust_remote_code=False)
+    model.base_model.requires_grad_(False)  # also freezes the tied decoder weight
+    model.to(device).eval()  # the encoder gives the features the frozen teacher gives while distilling
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    collate = MaskingCollator(tokenizer, weights, seed=seed)
+    rows = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        picked = torch.randint(len(train_ds), (batch_size,), generator=rows).tolist()
+        batch = collate([train_ds[i] for i in picked])
+        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    console.print(f"masked-LM head fitted ({steps} steps), last loss {loss.item():.3f}")
+    return model.requires_grad_(False)
 
 
 @torch.no_grad()
 def mlm_accuracy(model, tokenizer, ds, weights, batch_size: int = 64, seed: int = 0) -> float:
     """Top-1 accuracy on masked positions, with the same masks for every model (fixed seed)."""
     model.eval()
+    device = next(model.parameters()).device
     collate = MaskingCollator(tokenizer, weights, seed=seed)
     correct = total = 0
     for start in range(0, len(ds), batch_size):
         batch = collate([ds[i] for i in range(start, min(start + batch_size, len(ds)))])
-        labels = batch.pop("labels")
-        logits = model(**batch).logits
+        labels = batch.pop("labels").to(device)
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         chosen = labels != -100
         correct += (logits.argmax(-1)[chosen] == labels[chosen]).sum().item()
         total += chosen.sum().item()
     return correct / max(total, 1)
 
 
+def check_inputs(teacher: str, tokenizer, corpus: str, eval_corpus: str | None, student: str | None,
+                 layers: str | None, loss: TripleLossConfig, fit_head: bool, max_len: int, out: Path,
+                 overwrite: bool) -> dict:
+    """Refuse bad input before any work; returns corpus.json of the corpora given already prepared."""
+    loss.check()
+    check_output(out, overwrite)
+    t_config = load_config(teacher)
+    if not has_mlm_head(teacher) and not fit_head:
+        raise ModelError(f"{teacher} has no masked-LM head: pass --fit-mlm-head to fit one on the frozen teacher")
+    if student is None:
+        choose_layers(teacher_depth(t_config), layers)
+    else:
+        if load_tokenizer(student).get_vocab() != tokenizer.get_vocab():
+            raise ModelError(f"{student}'s tokenizer differs from the teacher's ({teacher}): "
+                             "expected them to share a vocabulary")
+        s_width, t_width = load_config(student).hidden_size, t_config.hidden_size
+        if s_width > t_width:
+            raise ModelError(f"{student} is wider than its teacher {teacher} (hidden size {s_width} > {t_width}): "
+                             "expected the same or a smaller width")
+        if s_width != t_width and loss.alpha_cos > 0:
+            raise ModelError(f"{student} has hidden size {s_width}, its teacher {teacher} {t_width}: L_cos compares "
+                             "hidden states, so expected equal widths (or pass --alpha-cos 0)")
+    positions = getattr(t_config, "max_position_embeddings", None)
+    prepared = {}
+    for name, source in (("corpus", corpus), ("eval_corpus", eval_corpus)):
+        if source is None:
+            continue
+        if is_prepared(source):
+            prepared[name] = check_prepared(source, tokenizer, teacher)
+            length = prepared[name].get("max_len", max_len)
+            where = f"{source} (prepared with max_len {length})"
+        else:
+            if Path(source).exists():
+                text_files(source)  # exists, UTF-8, not binary, not empty
+            length, where = max_len, f"--max-len {max_len}"
+        if positions is not None and length > positions:
+            raise DataError(f"{where}: sequences longer than the teacher's max_position_embeddings ({positions})")
+    return prepared
+
+
+def _load_corpora(train_dir: Path, eval_dir: Path | None, eval_sequences: int, corpus: str):
+    """(train, held-out, masking weights): the held-out text is --eval-corpus, else the corpus tail."""
+    train_ds = datasets.load_from_disk(str(train_dir))
+    weights = token_weights(torch.as_tensor(np.load(train_dir / "token_counts.npy")))
+    if eval_dir is not None:
+        held_out = datasets.load_from_disk(str(eval_dir))
+    else:
+        n = min(eval_sequences, len(train_ds) // 10)
+        if n == 0:
+            raise DataError(f"{corpus}: too small to hold out evaluation text; pass --eval-corpus")
+        held_out = train_ds.select(range(len(train_ds) - n, len(train_ds)))
+        train_ds = train_ds.select(range(len(train_ds) - n))
+    return train_ds, held_out.select(range(min(eval_sequences, len(held_out)))), weights
+
+
 def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: TripleLossConfig,
              student: str | None = None, layers: str | None = None, eval_corpus: str | None = None,
              fit_head: bool = False, head_steps: int = 300, max_len: int = 128, eval_sequences: int = 500,
              overwrite: bool = False, resume: bool = False) -> dict:
-    """Distil a general-purpose student from `teacher` on `corpus`; returns pretrain.json's content."""
-    loss.check()
-    set_seed(cfg.seed)  # the fitted head's init and the student's training repeat exactly
-    start = time.perf_counter()
-    tokenizer = load_tokenizer(teacher)
-    if not has_mlm_head(teacher) and not fit_head:
-        raise ModelError(f"{teacher} has no masked-LM head: pass --fit-mlm-head to fit one on the frozen teacher")
-    if student is not None:
-        s_vocab = load_tokenizer(student).get_vocab()
-        if s_vocab != tokenizer.get_vocab():
-            raise ModelError(f"{student}'s tokenizer differs from the teacher's ({teacher}): they must share a vocabulary")
-        if load_config(student).hidden_size > load_config(teacher).hidden_size:
-            raise ModelError(f"{student} is wider than its teacher {teacher}: expected the same or a smaller width")
-    with atomic_output_dir(out, overwrite, resume) as tmp:
-        corpus_dir, eval_dir = tmp / "corpus", tmp / "eval_corpus"
-        for source, folder in ((corpus, corpus_dir), (eval_corpus, eval_dir)):
-            if source and not folder.exists():  # prepared once; reused by --resume
-                shutil.rmtree(folder.with_name(folder.name + ".tmp"), ignore_errors=True)
-                prepare_corpus(source, tokenizer, folder.with_name(folder.name + ".tmp"), max_len)
-                folder.with_name(folder.name + ".tmp").rename(folder)
-        train_ds = datasets.load_from_disk(str(corpus_dir))
-        stats = {"sequences": len(train_ds), "max_len": max_len}
-        weights = token_weights(torch.as_tensor(np.load(corpus_dir / "token_counts.npy")))
-        if eval_corpus:
-            held_out = datasets.load_from_disk(str(eval_dir))
-        else:  # hold out the last sequences of the corpus
-            n = min(eval_sequences, len(train_ds) // 10)
-            if n == 0:
-                raise DataError(f"{corpus}: too small to hold out evaluation text; pass --eval-corpus")
-            held_out = train_ds.select(range(len(train_ds) - n, len(train_ds)))
-            train_ds = train_ds.select(range(len(train_ds) - n))
-        held_out = held_out.select(range(min(eval_sequences, len(held_out))))
+    """Distil a general-purpose student from `teacher` on `corpus`; returns pretrain.json's content.
 
-        if has_mlm_head(teacher):
-            teacher_model = AutoModelForMaskedLM.from_pretrained(teacher, use_safetensors=True).eval()
-        elif (tmp / "teacher_with_head" / "distil.json").exists():  # fitted before the run was interrupted
-            teacher_model = AutoModelForMaskedLM.from_pretrained(tmp / "teacher_with_head", use_safetensors=True).eval()
-        else:
-            console.print(f"fitting a masked-LM head on the frozen teacher ({head_steps} steps)")
-            head_cfg = TrainConfig(**{**cfg.to_dict(), "max_steps": head_steps, "learning_rate": 1e-3})
-            teacher_model = fit_mlm_head(teacher, tokenizer, train_ds, weights, head_cfg, tmp / "head_checkpoints")
-            with atomic_output_dir(tmp / "teacher_with_head", overwrite=True) as head_dir:
-                save_model(teacher_model, tokenizer, head_dir, {"stage": "fit-mlm-head", "teacher": teacher,
-                                                                "steps": head_steps})
-        if student is None:
-            layer_map = choose_layers(teacher_depth(teacher_model.config), layers)
-            student_model = build_student(teacher_model, layer_map)
-        else:
-            layer_map = None
-            student_model = AutoModelForMaskedLM.from_pretrained(student, use_safetensors=True)
-        teacher_acc = mlm_accuracy(teacher_model, tokenizer, held_out, weights)
-        trainer = GeneralDistillationTrainer(
-            model=student_model, args=training_arguments(cfg, tmp / "checkpoints"), train_dataset=train_ds,
-            data_collator=MaskingCollator(tokenizer, weights), teacher=teacher_model, loss_config=loss)
-        checkpoint = resume and any((tmp / "checkpoints").glob("checkpoint-*"))
-        result = trainer.train(resume_from_checkpoint=True if checkpoint else None)
+    Under torchrun, processes other than the main one return only their rank, world size and steps.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    tokenizer = load_tokenizer(teacher)
+    prepared = check_inputs(teacher, tokenizer, corpus, eval_corpus, student, layers, loss, fit_head, max_len, out,
+                            overwrite)
+    tmp = partial_dir(out)
+    args = training_arguments(cfg, tmp / "checkpoints")
+    args.ddp_find_unused_parameters = False  # every student parameter takes part in the loss
+    rank, world = args.process_index, args.world_size  # under torchrun this joins the process group
+    set_seed(cfg.seed)  # the fitted head's init and the student's training repeat exactly
+    train_dir = Path(corpus) if "corpus" in prepared else tmp / "corpus"
+    eval_dir = (Path(eval_corpus) if "eval_corpus" in prepared else tmp / "eval_corpus") if eval_corpus else None
+    needs_head = not has_mlm_head(teacher)
+
+    def prepare() -> None:  # main process: output folder, corpora, fitted head; a failure leaves nothing new
+        fresh = not (resume and tmp.exists())
+        start_partial(out, overwrite, resume)
+        try:
+            for source, folder in ((corpus, train_dir), (eval_corpus, eval_dir)):
+                if source and not folder.exists():  # prepared once; reused by --resume
+                    shutil.rmtree(folder.with_name(folder.name + ".tmp"), ignore_errors=True)
+                    prepare_corpus(source, tokenizer, folder.with_name(folder.name + ".tmp"), max_len,
+                                   tokenizer_name=teacher)
+                    folder.with_name(folder.name + ".tmp").rename(folder)
+            train_ds, _, weights = _load_corpora(train_dir, eval_dir, eval_sequences, corpus)  # checks the split
+            if needs_head and not (tmp / HEAD_DIR / "distil.json").exists():
+                console.print(f"fitting a masked-LM head on the frozen teacher ({head_steps} steps)")
+                head = fit_mlm_head(teacher, tokenizer, train_ds, weights, head_steps, cfg.batch_size, 1e-3,
+                                    cfg.seed, args.device)
+                shutil.rmtree(tmp / (HEAD_DIR + ".tmp"), ignore_errors=True)
+                save_model(head, tokenizer, tmp / (HEAD_DIR + ".tmp"),
+                           {"stage": "fit-mlm-head", "teacher": teacher, "steps": head_steps})
+                (tmp / (HEAD_DIR + ".tmp")).rename(tmp / HEAD_DIR)
+            drop_incomplete_checkpoints(tmp / "checkpoints")
+        except Exception:
+            if fresh:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    on_main(args, prepare)
+    train_ds, held_out, weights = _load_corpora(train_dir, eval_dir, eval_sequences, corpus)
+    teacher_model = AutoModelForMaskedLM.from_pretrained(tmp / HEAD_DIR if needs_head else teacher,
+                                                         use_safetensors=True, trust_remote_code=False).eval()
+    if student is None:
+        layer_map = choose_layers(teacher_depth(teacher_model.config), layers)
+        student_model = build_student(teacher_model, layer_map)
+    else:
+        layer_map = None
+        student_model = AutoModelForMaskedLM.from_pretrained(student, use_safetensors=True, trust_remote_code=False)
+    teacher_model.to(args.device)
+    teacher_acc = on_main(args, lambda: mlm_accuracy(teacher_model, tokenizer, held_out, weights))
+    trainer = GeneralDistillationTrainer(
+        model=student_model, args=args, train_dataset=train_ds, data_collator=PaddingCollator(tokenizer.pad_token_id),
+        teacher=teacher_model, loss_config=loss, masker=Masker(tokenizer, weights))
+    checkpoint = last_checkpoint(tmp / "checkpoints") if resume else None
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    # Mixed precision wraps model.forward in autocast; unwrap so evaluation runs in fp32, like a reload.
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    steps = trainer.state.global_step
+    console.print(f"rank {rank}/{world}: trained {steps} steps, last loss {trainer.last_loss:.6f}", highlight=False)
+
+    def finish() -> dict:  # main process: evaluate, write OUT
         student_acc = mlm_accuracy(student_model, tokenizer, held_out, weights)
         info = {
             "stage": "pretrain",
             "teacher": str(teacher),
             "student_init": str(student) if student else {"built_from": str(teacher), "layer_map": layer_map},
             "corpus": str(corpus), "eval_corpus": str(eval_corpus) if eval_corpus else "held-out tail of the corpus",
-            "corpus_stats": stats, "held_out_sequences": len(held_out),
-            "config": cfg.to_dict(), "loss": vars(loss), "fit_mlm_head": not has_mlm_head(teacher),
+            "corpus_stats": read_json(train_dir / CORPUS_INFO) if (train_dir / CORPUS_INFO).exists() else {},
+            "train_sequences": len(train_ds), "held_out_sequences": len(held_out),
+            "config": cfg.to_dict(), "loss": vars(loss), "fit_mlm_head": needs_head,
+            "world_size": world, "resumed_from": checkpoint and Path(checkpoint).name, "steps": steps,
             "teacher_mlm_accuracy": teacher_acc, "student_mlm_accuracy": student_acc,
             "accuracy_ratio": student_acc / max(teacher_acc, 1e-9),
             "train_seconds": float(result.metrics["train_runtime"]),
@@ -135,6 +218,10 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
         }
         save_model(student_model, tokenizer, tmp, {k: v for k, v in info.items() if k != "loss_history"})
         write_json(tmp / "pretrain.json", info)
-        for folder in ("checkpoints", "head_checkpoints", "corpus", "eval_corpus"):
+        for folder in ("checkpoints", "corpus", "eval_corpus"):  # HEAD_DIR stays: the teacher with its head
             shutil.rmtree(tmp / folder, ignore_errors=True)
-    return info
+        publish(tmp, out, overwrite)
+        return info
+
+    info = on_main(args, finish)
+    return info if info is not None else {"rank": rank, "world_size": world, "steps": steps}

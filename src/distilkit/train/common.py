@@ -1,11 +1,14 @@
-"""What the training stages share: tokenising, batching, batched inference, Trainer arguments."""
+"""What the training stages share: tokenising, batching, batched inference, Trainer arguments, checkpoints."""
 
 from __future__ import annotations
 
 import inspect
 import os
+import re
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -140,3 +143,40 @@ def training_arguments(cfg: TrainConfig, output_dir: Path) -> TrainingArguments:
         dataloader_num_workers=0,
         disable_tqdm=os.environ.get("DISTILKIT_QUIET") == "1",
     )
+
+
+def last_checkpoint(work_dir: Path) -> str | None:
+    """The newest complete Trainer checkpoint (trainer_state.json is written last) in `work_dir`, if any."""
+    steps = [(int(m.group(1)), p) for p in Path(work_dir).glob("checkpoint-*")
+             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and (p / "trainer_state.json").exists()]
+    return str(max(steps)[1]) if steps else None
+
+
+def drop_incomplete_checkpoints(work_dir: Path) -> None:
+    """Remove checkpoint folders a kill left half-written (no trainer_state.json)."""
+    for p in Path(work_dir).glob("checkpoint-*"):
+        if p.is_dir() and not (p / "trainer_state.json").exists():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+T = TypeVar("T")
+
+
+def on_main(args: TrainingArguments, fn: Callable[[], T]) -> T | None:
+    """Run `fn` on the main process only while the others wait (under torchrun).
+
+    The others get None, or re-raise the main process's error, so no process is left waiting.
+    """
+    result, error = None, None
+    if args.process_index == 0:
+        try:
+            result = fn()
+        except Exception as err:  # handed to the other processes, then raised here too
+            error = err
+    if args.world_size > 1:
+        box = [error]
+        torch.distributed.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error is not None:
+        raise error
+    return result
