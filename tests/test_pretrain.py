@@ -86,6 +86,8 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_run(tiny_teacher, corpus
 
     resumed = cli(*args, "--out", out, "--resume")
     assert resumed.exit_code == 0, resumed.output
+    assert "fitting a masked-LM head" in full.output and "fitting" not in resumed.output  # the fitted head is reused
+    assert "rank 0/1: trained 40 steps" in resumed.output
     a, b = read_info(tmp_path / "full"), read_info(out)
     step = int(b["resumed_from"].removeprefix("checkpoint-"))
     assert step in (10, 20, 30)

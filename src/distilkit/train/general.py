@@ -137,6 +137,8 @@ class GeneralDistillationTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if "labels" not in inputs:
+            if self.masker is None:
+                raise ValueError("batches without labels need a masker (GeneralDistillationTrainer(masker=...))")
             step, micro = self._micro
             self._micro = (self.state.global_step, micro + 1 if step == self.state.global_step else 0)
             seed = mask_seed(self.args.seed, *self._micro, self.args.process_index)
