@@ -207,3 +207,36 @@ def test_model_after_bf16_training_predicts_like_its_saved_fp32_copy(tiny_teache
     dev = encode(data.dev["dev"], tokenizer, 32)
     np.testing.assert_allclose(predict_logits(model, dev, tokenizer), predict_logits(reloaded, dev, tokenizer),
                                atol=1e-5)
+
+
+def test_distillation_step_is_the_same_with_gradient_accumulation(tiny_teacher, tiny_glue, tmp_path):
+    """One step on 8 rows has the loss and gradient of two accumulated micro-batches of 4."""
+    import copy
+
+    import torch
+
+    from distilkit.models import load_classifier, load_tokenizer
+    from distilkit.train.common import Collator, encode, model_inputs, training_arguments
+    from distilkit.train.task import DistillationTrainer
+
+    data = load_task_data("sst2", tiny_glue)
+    tokenizer = load_tokenizer(str(tiny_teacher))
+    ds = encode(data.train.select(range(8)), tokenizer, 32)
+    ds = ds.add_column("teacher_logits", [[1.0, -1.0] if i % 2 else [-0.5, 0.5] for i in range(8)])
+    torch.manual_seed(0)
+    start = load_classifier(str(tiny_teacher), num_labels=2)
+    for module in start.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    logged = {}
+    for batch, accumulation in ((8, 1), (4, 2)):
+        model = copy.deepcopy(start)
+        cfg = TrainConfig(max_steps=1, batch_size=batch, gradient_accumulation=accumulation, bf16=False,
+                          save_steps=100, logging_steps=1)
+        trainer = DistillationTrainer(model=model, args=training_arguments(cfg, tmp_path / f"ckpt{batch}"),
+                                      train_dataset=ds, data_collator=Collator(tokenizer, model_inputs(model)),
+                                      distill=DistillConfig(), regression=False)
+        trainer.train()
+        logged[accumulation] = next(h for h in trainer.state.log_history if "grad_norm" in h)
+    assert logged[2]["grad_norm"] == pytest.approx(logged[1]["grad_norm"], rel=1e-4)
+    assert float(logged[2]["loss"]) == pytest.approx(float(logged[1]["loss"]), rel=1e-3)

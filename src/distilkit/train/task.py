@@ -37,6 +37,7 @@ class DistillationTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.distill = distill
         self.regression = regression
+        self.model_accepts_loss_kwargs = False  # compute_loss averages per micro-batch: scale by accumulation
         self._terms = defaultdict(list)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
