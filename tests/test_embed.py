@@ -282,7 +282,7 @@ def test_export_checks_int8_by_cosine(exported, student):
 def test_export_below_the_cosine_tolerance_fails_loudly(student, tmp_path):
     from distilkit.export import ExportCheckError, export_onnx
 
-    with pytest.raises(ExportCheckError, match=r"mean cosine .* \\(below --min-cosine 1.01"):
+    with pytest.raises(ExportCheckError, match=r"mean cosine .* \(below --min-cosine 1.01"):
         export_onnx(student, tmp_path / "onnx", data=["a good film", "bad plot"], min_cosine=1.01)
     assert not (tmp_path / "onnx" / "model.int8.onnx").exists()
 
