@@ -335,3 +335,30 @@ def test_bench_accepts_embedding_folders(student, teacher):
                        backends=["torch"], peak_size=64)
     assert {r["model"] for r in result["results"]} == {"teacher", "student"}
     assert result["models"]["student"]["kind"] == "embedding" and result["models"]["student"]["layers"] == 2
+
+
+@pytest.mark.integration
+def test_minilm_student_on_a_few_hundred_sentences(glue_dir, tmp_path):
+    """The real MiniLM: distil 300 STS-B train sentences into layers 0,3,5; it loads in SentenceTransformer,
+    keeps mean pooling and normalisation, and stays close to the teacher on 200 STS-B dev pairs."""
+    from sentence_transformers import SentenceTransformer
+
+    from distilkit.backends import load_backend, predict_all
+    from distilkit.data.sentences import load_sentences
+    from distilkit.evaluate import sts_pairs
+    from distilkit.models import resolve_model
+
+    sentences_file = tmp_path / "s.txt"
+    sentences_file.write_text("\n".join(load_sentences([glue_dir / "STS-B"])[0][:300]))
+    out = tmp_path / "student"
+    info = distil_embeddings(resolve_model(None), [sentences_file], out, EmbedConfig(epochs=1, batch_size=32),
+                             layers="0,3,5", cache_dir=tmp_path / "cache", say=lambda m: None)
+    assert info["layer_map"] == [0, 3, 5] and read_pooling(out) == (Pooling("mean", True), None)
+    s1, s2, gold = (x[:200] for x in sts_pairs(glue_dir))
+    scores = {}
+    for name, folder in (("teacher", resolve_model(None)), ("student", out)):
+        backend = load_backend(folder, "torch")
+        scores[name] = sts_spearman(predict_all(backend, s1), predict_all(backend, s2), gold)
+    assert scores["student"] >= 0.9 * scores["teacher"], scores
+    st = SentenceTransformer(str(out), device="cpu").encode(s1[:8], convert_to_numpy=True)
+    np.testing.assert_allclose(st, predict_all(load_backend(out, "torch"), s1[:8]), atol=1e-5)
