@@ -546,7 +546,7 @@ def predict(
 
 @app.command()
 def serve(
-    model_dir: str = typer.Argument(..., help="A task model folder (exported: ONNX int8 is used)."),
+    model_dir: str = typer.Argument(..., help="A task or embedding model folder (exported: ONNX int8 is used)."),
     host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8000, "--port"),
     backend: str = BackendOpt, max_length: Optional[int] = MaxLengthOpt,
     max_batch: int = typer.Option(32, "--max-batch", help="Most texts in one model call."),
@@ -560,7 +560,7 @@ def serve(
                                                                                 "from --max-texts and --max-chars)."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request (costs CPU)."),
 ):
-    """HTTP classifier: POST /v1/classify, GET /health, GET /metrics, /docs; micro-batched."""
+    """HTTP classifier (POST /v1/classify) or sentence encoder (POST /v1/embed), GET /health, GET /metrics, /docs; micro-batched."""
     from .serve import serve as run_server
 
     try:
