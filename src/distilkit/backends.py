@@ -4,6 +4,10 @@
     logits = backend(["a great film"])                    # numpy (batch, num_labels)
     results(logits, backend.id2label, backend.regression) # [{"label": "positive", "score": 0.97, ...}]
 
+Embedding models (a sentence-transformers folder, see embed.py) give sentence embeddings instead:
+`backend.pooling` is set and `backend(texts)` is (batch, hidden) pooled over the last hidden state
+(mean / CLS / max, L2-normalised when the model's modules say so), in torch and in ONNX Runtime alike.
+
 `encode` (tokenising) and `forward` (the model alone) are separate so `distil bench` can time
 the model on fixed token ids. Labels come from the model config's id2label.
 """
@@ -59,6 +63,13 @@ def is_pair_model(model_dir: str | Path) -> bool | None:
         return None
 
 
+def embedding_pooling(model_dir: str | Path):
+    """The Pooling of a sentence-embedding folder (modules.json with a Pooling module), else None."""
+    from .embed import is_embedding_model, read_pooling
+
+    return read_pooling(model_dir)[0] if is_embedding_model(model_dir) else None
+
+
 class Backend:
     """Tokenizer + label names of a model folder; subclasses implement `forward`."""
 
@@ -73,6 +84,20 @@ class Backend:
         self.max_length = max_length or default_max_length(model_dir, self.config)
         self.regression = self.config.problem_type == "regression" or self.config.num_labels == 1
         self.id2label = {int(k): v for k, v in self.config.id2label.items()}
+        self.pooling = embedding_pooling(model_dir)
+        if self.pooling is not None and max_length is None:
+            from .embed import embedding_max_length
+
+            self.max_length = embedding_max_length(model_dir, self.config, self.max_length)  # as SentenceTransformer
+
+    @property
+    def embedding(self) -> bool:
+        """True for a sentence-embedding model (the output is an embedding, not logits)."""
+        return self.pooling is not None
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.hidden_size if self.embedding else self.config.num_labels
 
     def encode(self, texts: list[str], text_pairs: list[str] | None = None) -> dict[str, np.ndarray]:
         """Token ids (padded to the longest, truncated to max_length) as int64 numpy arrays."""
@@ -94,12 +119,12 @@ class TorchBackend(Backend):
         super().__init__(model_dir, max_length)
         import torch
 
-        from .models import check_model_dir, load_classifier
+        from .models import check_model_dir, load_classifier, load_encoder
         from .train.common import model_inputs
 
         check_model_dir(self.model_dir)
         self.torch = torch
-        self.model = load_classifier(str(model_dir)).eval()
+        self.model = (load_encoder if self.embedding else load_classifier)(str(model_dir)).eval()
         self.accepted = model_inputs(self.model)
         self.bf16 = bf16
         self.name = "torch-bf16" if bf16 else "torch"
@@ -108,7 +133,15 @@ class TorchBackend(Backend):
         torch = self.torch
         feed = {k: torch.from_numpy(v) for k, v in inputs.items() if k in self.accepted}
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(**feed).logits.float().numpy()
+            out = self.model(**feed)
+            if not self.embedding:
+                return out.logits.float().numpy()
+            from .embed import pool
+
+            emb = pool(out.last_hidden_state.float(), feed["attention_mask"], self.pooling.mode)
+            if self.pooling.normalize:
+                emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
+            return emb.numpy()
 
 
 class OrtBackend(Backend):
@@ -132,7 +165,12 @@ class OrtBackend(Backend):
     def forward(self, inputs):
         ids = inputs["input_ids"]
         feed = {n: inputs[n] if n in inputs else np.zeros_like(ids) for n in self.input_names}
-        return self.session.run(None, feed)[0]
+        out = self.session.run(None, feed)[0]
+        if not self.embedding:
+            return out
+        from .embed import pool_numpy
+
+        return pool_numpy(out, inputs.get("attention_mask", np.ones_like(ids)), self.pooling)
 
 
 def available_backends(model_dir: str | Path) -> list[str]:
@@ -156,10 +194,11 @@ def load_backend(model_dir: str | Path, name: str = "auto", max_length: int | No
 
 def predict_all(backend: Backend, texts: list[str], text_pairs: list[str] | None = None,
                 batch_size: int = 32) -> np.ndarray:
-    """Logits for any number of texts, in input order (batches of similar length, to pad little)."""
+    """Logits (embeddings for an embedding model) for any number of texts, in input order (batches of
+    similar length, to pad little)."""
     lengths = [len(t) + (len(text_pairs[i]) if text_pairs is not None else 0) for i, t in enumerate(texts)]
     order = np.argsort(lengths, kind="stable")
-    logits = np.zeros((len(texts), backend.config.num_labels), dtype=np.float32)
+    logits = np.zeros((len(texts), backend.output_dim), dtype=np.float32)
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
         pairs = [text_pairs[i] for i in idx] if text_pairs is not None else None

@@ -1,6 +1,7 @@
 """`distil bench`: size, latency and throughput of teacher and student on every backend, in one run.
 
-What is timed: the model forward alone (`Backend.forward` on ready token ids: numpy in, logits out);
+What is timed: the model forward alone (`Backend.forward` on ready token ids: numpy in, logits out;
+for an embedding model, embeddings out, pooling and normalisation included);
 tokenising is not included. Inputs are fixed synthetic token ids, exactly `seq` tokens long
 ([CLS], seq-2 random non-special ids, [SEP]; seeded), all attended, token type 0: no padding, so
 every row costs the same. Backends and models are timed round-robin within each repeat (the start
@@ -35,15 +36,16 @@ def synthetic_inputs(tokenizer, config, batch: int, seq: int, seed: int = 0) -> 
     return {"input_ids": ids.astype(np.int64), "attention_mask": ones, "token_type_ids": 0 * ones}
 
 
-def forward_flops(config, batch: int, seq: int) -> float:
+def forward_flops(config, batch: int, seq: int, head: bool = True) -> float:
     """FLOPs of one forward: 2 x (matmul weights) x tokens per layer, attention scores and context
     (2 x 2·seq²·hidden per sequence and layer), the pooler/pre-classifier and classifier on [CLS].
-    Embedding lookups, softmax, LayerNorm and GELU are left out (they are not matmuls)."""
+    Embedding lookups, softmax, LayerNorm and GELU are left out (they are not matmuls); an embedding
+    model (`head` False) has no pooler or classifier."""
     h, layers = config.hidden_size, config.num_hidden_layers
     inner = getattr(config, "intermediate_size", None) or config.hidden_dim  # BERT | DistilBERT
     per_token = 4 * h * h + 2 * h * inner
     attention = 2 * 2 * seq * seq * h
-    head = h * h + h * config.num_labels
+    head = h * h + h * config.num_labels if head else 0
     return float(layers * (2 * per_token * batch * seq + attention * batch) + 2 * head * batch)
 
 
@@ -125,12 +127,15 @@ def hardware() -> dict:
 
 def model_facts(model_dir: Path, backends: dict) -> dict:
     """Parameters and file sizes (bytes) of a model folder."""
-    from .models import count_parameters, load_classifier
+    from .embed import is_embedding_model
+    from .models import count_parameters, load_classifier, load_encoder
 
-    torch_model = backends["torch"].model if "torch" in backends else load_classifier(str(model_dir))
+    load = load_encoder if is_embedding_model(model_dir) else load_classifier
+    torch_model = backends["torch"].model if "torch" in backends else load(str(model_dir))
     files = {p.name: p.stat().st_size for p in sorted(model_dir.glob("*.safetensors"))}
     files.update({f: (model_dir / f).stat().st_size for f in (ONNX_FP32, ONNX_INT8) if (model_dir / f).exists()})
     return {"path": str(model_dir), "model_type": torch_model.config.model_type,
+            "kind": "embedding" if is_embedding_model(model_dir) else "classifier",
             "layers": torch_model.config.num_hidden_layers, "parameters": count_parameters(torch_model), "files": files}
 
 
@@ -172,7 +177,7 @@ def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch:
         for m, b in combos:
             t = np.array(times[(m, b)])
             median = float(np.median(t))
-            flops = forward_flops(loaded[m][b].config, sc["batch"], sc["seq"])
+            flops = forward_flops(loaded[m][b].config, sc["batch"], sc["seq"], head=not loaded[m][b].embedding)
             peak = peaks["best_gflops"][PRECISION[b]]
             rows.append({**sc, "model": m, "backend": b, "precision": PRECISION[b], "median_ms": median * 1e3,
                          "p90_ms": float(np.percentile(t, 90)) * 1e3, "mean_ms": float(t.mean()) * 1e3,

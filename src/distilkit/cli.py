@@ -176,12 +176,24 @@ def eval_cmd(
     label_column: str = LabelColOpt, regression: bool = RegressionOpt, dev_limit: Optional[int] = DevLimitOpt,
     max_length: int = 128,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="metrics.json path (default MODEL_DIR/metrics.json)."),
+    embedding: bool = typer.Option(False, "--embedding", help="Score a sentence-embedding model without fine-tuning: "
+                                                              "STS-B dev Spearman and retrieval recall@1/@10, MRR@10."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="--embedding: the teacher, scored side by side "
+                                                                        "(retention = model / teacher)."),
+    compare: Optional[list[str]] = typer.Option(None, "--compare", help="--embedding: more models, NAME=DIR "
+                                                                        "(e.g. truncated=runs/embed/truncated)."),
+    retrieval: str = typer.Option("mrpc", "--retrieval", help="--embedding: retrieval sets, comma list of mrpc, stsb "
+                                                              "or JSONL files of {\"query\", \"passage\"} lines; none: skip."),
+    sts: bool = typer.Option(True, "--sts/--no-sts", help="--embedding: STS-B dev Spearman."),
+    backend: str = typer.Option("torch", "--backend", "-b", help="--embedding: backend the models run on."),
 ):
-    """Score a model folder on a task's dev split(s); writes metrics.json."""
+    """Score a model folder on a task's dev split(s) (or, --embedding, on STS-B and retrieval); writes metrics.json."""
     from .artifacts import write_json
     from .models import check_model_dir
     from .pipeline import evaluate_folder
 
+    if embedding:
+        return _eval_embedding(model_dir, teacher, compare or [], retrieval, sts, data, backend, out)
     try:
         check_model_dir(Path(model_dir))
         d = _data(task, data, train, dev, text_column, text_pair_column, label_column, regression, 1, dev_limit)
@@ -192,6 +204,78 @@ def eval_cmd(
     write_json(path, {"model": model_dir, "task": d.name, "data": d.source, "metrics": metrics})
     _print_metrics(f"{d.name} dev", {Path(model_dir).name: metrics})
     console.print(f"→ {path}")
+
+
+def _eval_embedding(model_dir, teacher, compare, retrieval, sts, data, backend, out) -> dict:
+    from .artifacts import write_json
+    from .evaluate import compare_embedding_models, glue_retrieval, jsonl_retrieval, sts_pairs
+    from .data.glue import default_glue_dir
+
+    try:
+        glue = data or default_glue_dir()
+        models = {**({"teacher": _teacher(teacher)} if teacher else {}), Path(model_dir).name or "model": model_dir}
+        for item in compare:
+            name, sep, folder = item.partition("=")
+            if not sep:
+                raise ValueError(f"--compare {item!r}: expected NAME=DIR")
+            models[name] = folder
+        sets = [jsonl_retrieval(r) if r.endswith((".jsonl", ".json")) else glue_retrieval(r, glue)
+                for r in (x.strip() for x in retrieval.split(",")) if r and r != "none"]
+        result = compare_embedding_models(models, sts_pairs(glue) if sts else None, sets, backend)
+    except (ValueError, *_deploy_errors()) as err:
+        _fail(err)
+    path = out or Path(model_dir) / "embedding_metrics.json"
+    write_json(path, {"models_dirs": models, "data": str(glue or "hub"), **result})
+    _print_embedding_table(result)
+    console.print(f"→ {path}")
+    return result
+
+
+def _print_embedding_table(result: dict) -> None:
+    from .evaluate import embedding_scores
+
+    table = Table(title="sentence embeddings (no fine-tuning)")
+    flat = {name: embedding_scores({k: v for k, v in m.items() if k != "pooling"}) for name, m in result["models"].items()}
+    names = list(next(iter(flat.values())))
+    table.add_column("model")
+    for n in names:
+        table.add_column(n, justify="right")
+    for model, m in flat.items():
+        table.add_row(model, *(f"{m[n] * 100:.2f}" for n in names))
+    for model, r in result.get("retention", {}).items():
+        table.add_row(f"{model} retention", *(f"{r[n] * 100:.1f}%" if r[n] is not None else "" for n in names))
+    console.print(table)
+
+
+@app.command()
+def embed(
+    teacher: Optional[str] = TeacherOpt,
+    corpus: list[str] = typer.Option(..., "--corpus", help="Unlabelled sentences: a text file (one per line), a folder "
+                                                          "of them, or a glue_data folder (train sentences only). Repeatable."),
+    out: Path = typer.Option(..., "--out", "-o"),
+    layers: Optional[str] = LayersOpt, num_layers: Optional[int] = NumLayersOpt,
+    epochs: float = typer.Option(3.0, help="Passes over the corpus (0: write the untrained truncated student)."),
+    batch_size: int = 64, lr: float = 1e-4, max_length: int = 128, seed: int = 42,
+    warmup: float = typer.Option(0.06, help="Share of the steps with a rising learning rate."),
+    mse_weight: float = typer.Option(1.0, help="Weight of the MSE between pooled embeddings."),
+    cos_weight: float = typer.Option(1.0, help="Weight of 1 - cos(student, teacher)."),
+    sim_weight: float = typer.Option(1.0, help="Weight of the MSE between in-batch cosine-similarity matrices."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Where teacher embeddings are cached (default ~/.cache/distilkit/embed)."),
+    overwrite: bool = OverwriteOpt,
+):
+    """Distil a sentence-embedding teacher into a smaller student on unlabelled sentences (no labels used)."""
+    from .embed import EmbedConfig, EmbedError, distil_embeddings
+
+    cache = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "distilkit" / "embed"
+    cfg = EmbedConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed,
+                      warmup=warmup, mse_weight=mse_weight, cos_weight=cos_weight, sim_weight=sim_weight)
+    try:
+        info = distil_embeddings(_teacher(teacher), corpus, out, cfg, layers, num_layers, cache,
+                                 overwrite, say=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
+    except (EmbedError, *_user_errors()) as err:
+        _fail(err)
+    trained = f"{info['train']['steps']} steps in {info['train']['seconds']:.0f} s" if info["train"] else "untrained"
+    console.print(f"embedding student ({info['student_type']}, teacher layers {info['layer_map']}, {trained}) → {out}")
 
 
 @app.command()
@@ -333,21 +417,37 @@ def export_cmd(
     check: bool = typer.Option(True, "--check/--no-check", help="Check against the torch model on the dev set."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder of the ONNX files (default MODEL_DIR)."),
     max_length: Optional[int] = MaxLengthOpt,
+    min_cosine: float = typer.Option(0.99, "--min-cosine", help="Embedding models: lowest mean cosine of a file's "
+                                                                "embeddings to the torch fp32 ones."),
+    sentences: Optional[Path] = typer.Option(None, "--sentences", help="Embedding models: sentences (one per line) "
+                                                                       "to check on (default: STS-B dev)."),
 ):
     """ONNX export (optimised fp32 + int8), checked against the torch model; writes export.json."""
     from .backends import read_info
+    from .embed import is_embedding_model
     from .export import export_onnx
 
     try:
-        d = None
-        if check:
+        d, source = None, None
+        if check and is_embedding_model(model_dir):
+            d, source = _check_sentences(sentences, data, dev_limit)
+        elif check:
             task = task or read_info(model_dir, "distil.json").get("task") or "sst2"
             d = _data(task, data, None, None, "text", None, "label", False, 1, dev_limit)
-        info = export_onnx(model_dir, out, int8, d, tolerance, max_length)
-    except _deploy_errors() as err:
+        info = export_onnx(model_dir, out, int8, d, tolerance, max_length, min_cosine=min_cosine,
+                           sentences_source=source)
+    except (ValueError, *_deploy_errors()) as err:
         _fail(err)
     folder = out or Path(model_dir)
-    if "check" in info:
+    if "check" in info and info.get("kind") == "embedding":
+        table = Table(title=f"embeddings vs torch fp32 ({info['check']['sentences']} sentences)")
+        for col in ("backend", "mean cosine", "min cosine", "max |diff|"):
+            table.add_column(col, justify="left" if col == "backend" else "right")
+        for name, r in info["check"]["results"].items():
+            table.add_row(name, f"{r['mean_cosine']:.5f}", f"{r['min_cosine']:.5f}" if "min_cosine" in r else "",
+                          f"{r['max_abs_diff']:.2e}" if "max_abs_diff" in r else "")
+        console.print(table)
+    elif "check" in info:
         table = Table(title=f"{info['check']['task']} dev ({info['check']['dev_examples']} examples)")
         for col in ("backend", "score", "drop (points)", "label agreement", "max |logit diff|"):
             table.add_column(col, justify="left" if col == "backend" else "right")
@@ -359,6 +459,21 @@ def export_cmd(
     for name, size in info["files"].items():
         console.print(f"→ {folder / name} ({size / 1e6:.1f} MB)")
     console.print(f"→ {folder / 'export.json'}")
+
+
+def _check_sentences(path, data, limit) -> tuple[list[str], str]:
+    """Sentences that check an embedding export: a file's lines, else STS-B dev's distinct sentences."""
+    from .data.sentences import sentences_of
+    from .evaluate import sts_pairs
+
+    if path is not None:
+        lines = sentences_of(path)
+        return lines[:limit] if limit else lines, str(path)
+    from .data.glue import default_glue_dir
+
+    s1, s2, _ = sts_pairs(data or default_glue_dir())
+    unique = list(dict.fromkeys(s1 + s2))
+    return unique[:limit] if limit else unique, "STS-B dev sentences"
 
 
 @app.command()
@@ -406,15 +521,24 @@ def predict(
     backend: str = BackendOpt,
     batch_size: int = typer.Option(32, "--batch-size"),
     max_length: Optional[int] = MaxLengthOpt,
+    embedding: bool = typer.Option(False, "--embedding", help="Sentence embeddings, {\"embedding\": [...]} per text "
+                                                              "(the default output of an embedding model)."),
 ):
-    """Label texts: JSONL on stdout, {"label", "score"} per text (score: probability of the label)."""
+    """Label texts: JSONL on stdout, {"label", "score"} per text (score: probability of the label);
+    an embedding model gives {"embedding": [...]} per text."""
     from .backends import is_pair_model, load_backend
-    from .predict import check_pairs, predict as predict_texts, read_inputs, write_jsonl
+    from .predict import InputError, check_pairs, embed, predict as predict_texts, read_inputs, write_jsonl
 
     try:
         texts, pairs = read_inputs(texts, file, fmt=fmt)
-        check_pairs(is_pair_model(model_dir), pairs, model_dir)
-        rows = predict_texts(load_backend(model_dir, backend, max_length), texts, pairs, batch_size)
+        model = load_backend(model_dir, backend, max_length)
+        if embedding or model.embedding:
+            if pairs is not None:
+                raise InputError("an embedding model takes single texts: drop \"text_pair\" from the input")
+            rows = embed(model, texts, batch_size)
+        else:
+            check_pairs(is_pair_model(model_dir), pairs, model_dir)
+            rows = predict_texts(model, texts, pairs, batch_size)
     except _deploy_errors() as err:
         _fail(err)
     write_jsonl(rows)
@@ -422,7 +546,7 @@ def predict(
 
 @app.command()
 def serve(
-    model_dir: str = typer.Argument(..., help="A task model folder (exported: ONNX int8 is used)."),
+    model_dir: str = typer.Argument(..., help="A task or embedding model folder (exported: ONNX int8 is used)."),
     host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8000, "--port"),
     backend: str = BackendOpt, max_length: Optional[int] = MaxLengthOpt,
     max_batch: int = typer.Option(32, "--max-batch", help="Most texts in one model call."),
@@ -436,7 +560,7 @@ def serve(
                                                                                 "from --max-texts and --max-chars)."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request (costs CPU)."),
 ):
-    """HTTP classifier: POST /v1/classify, GET /health, GET /metrics, /docs; micro-batched."""
+    """HTTP classifier (POST /v1/classify) or sentence encoder (POST /v1/embed), GET /health, GET /metrics, /docs; micro-batched."""
     from .serve import serve as run_server
 
     try:

@@ -1,4 +1,4 @@
-"""ONNX export of a sequence classifier folder, graph optimisation, int8, checked against torch.
+"""ONNX export of a sequence classifier or sentence-embedding folder, graph optimisation, int8, checked.
 
     torch (eager attention) --torch.onnx.export--> raw ONNX (dynamic batch and sequence axes)
       --onnxruntime.transformers optimizer--> model.onnx (fused Attention, SkipLayerNorm, Gelu)
@@ -7,6 +7,10 @@
 Both files are written to temporary names, checked on a task's dev set against the torch model
 (label agreement, metric drop) and only then renamed into place; `export.json` records the check.
 A file whose metric drops more than `tolerance` points is not published and the export fails.
+
+Embedding models (sentence-transformers folders) export their last hidden state (pooling and
+normalisation run after the session, see backends.py) and are checked by the mean cosine of each
+file's sentence embeddings to the torch fp32 ones (default: STS-B dev sentences, at least 0.99).
 """
 
 from __future__ import annotations
@@ -31,40 +35,44 @@ class ExportCheckError(RuntimeError):
     """An exported model whose dev metric dropped more than the tolerance."""
 
 
-def load_eager(model_dir: str | Path):
-    """The classifier with eager attention: its exported graph is the one ORT's fusions recognise."""
-    from transformers import AutoModelForSequenceClassification
+def load_eager(model_dir: str | Path, embedding: bool = False):
+    """The classifier (the bare encoder for an embedding model) with eager attention: its exported graph
+    is the one ORT's fusions recognise."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     from .models import check_model_dir
 
     check_model_dir(Path(model_dir))
-    return AutoModelForSequenceClassification.from_pretrained(
-        model_dir, use_safetensors=True, trust_remote_code=False, attn_implementation="eager"
-    ).eval()
+    cls = AutoModel if embedding else AutoModelForSequenceClassification
+    return cls.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False,
+                               attn_implementation="eager").eval()
 
 
-def torch_to_onnx(model, tokenizer, path: Path, opset: int = OPSET) -> list[str]:
-    """Trace `model` to ONNX with dynamic batch and sequence axes; returns the input names."""
+def torch_to_onnx(model, tokenizer, path: Path, opset: int = OPSET, embedding: bool = False) -> list[str]:
+    """Trace `model` to ONNX with dynamic batch and sequence axes; returns the input names.
+    The output is `logits`, or `last_hidden_state` (batch, sequence, hidden) for an embedding model."""
     import torch
 
     from .train.common import model_inputs
 
     names = [n for n in tokenizer.model_input_names if n in model_inputs(model)]
+    output = "last_hidden_state" if embedding else "logits"
 
-    class Logits(torch.nn.Module):  # positional inputs in, logits out
+    class Output(torch.nn.Module):  # positional inputs in, logits (or token states) out
         def __init__(self):
             super().__init__()
             self.model = model
 
         def forward(self, *args):
-            return self.model(**dict(zip(names, args))).logits
+            return getattr(self.model(**dict(zip(names, args))), output)
 
     sample = tokenizer(["a b", "a b c d e"], padding=True, return_tensors="pt")
-    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {
+        output: {0: "batch", 1: "sequence"} if embedding else {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer warnings
-        torch.onnx.export(Logits().eval(), tuple(sample[n] for n in names), str(path), input_names=names,
-                          output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False)
+        torch.onnx.export(Output().eval(), tuple(sample[n] for n in names), str(path), input_names=names,
+                          output_names=[output], dynamic_axes=axes, opset_version=opset, dynamo=False)
     return names
 
 
@@ -123,21 +131,44 @@ def check_backends(reference, candidates: dict, data, batch_size: int = 32) -> d
     return out
 
 
+def check_embedding_backends(reference, candidates: dict, sentences: list[str], batch_size: int = 32) -> dict:
+    """Each candidate backend's sentence embeddings against the reference's: mean, minimum and 1st-percentile
+    cosine, largest absolute difference."""
+    ref = predict_all(reference, sentences, None, batch_size)
+    out = {reference.name: {"mean_cosine": 1.0}}
+    for name, backend in candidates.items():
+        got = predict_all(backend, sentences, None, batch_size)
+        cos = (ref * got).sum(-1) / np.maximum(np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1), 1e-12)
+        out[name] = {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
+                     "p01_cosine": float(np.percentile(cos, 1)), "max_abs_diff": float(np.abs(ref - got).max())}
+    return out
+
+
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                               "1_Pooling", "2_Normalize")
+
+
 def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: bool = True, data=None,
-                tolerance: float = 1.0, max_length: int | None = None, opset: int = OPSET) -> dict:
+                tolerance: float = 1.0, max_length: int | None = None, opset: int = OPSET,
+                min_cosine: float = 0.99, sentences_source: str | None = None) -> dict:
     """Export MODEL_DIR to OUT/model.onnx (+ model.int8.onnx); OUT defaults to MODEL_DIR.
 
     With `data` (a TaskData), each file is checked against the torch model on the dev set before it
     is published; a metric drop above `tolerance` points raises ExportCheckError (after writing
-    export.json). Returns export.json's content.
+    export.json). For an embedding model `data` is a list of sentences and a file fails when the mean
+    cosine of its embeddings to the torch fp32 ones is below `min_cosine`. Returns export.json's content.
     """
+    from .embed import is_embedding_model
     from .models import load_tokenizer
     from .pipeline import versions
 
     start = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out or model_dir)
-    model, tokenizer = load_eager(model_dir), load_tokenizer(str(model_dir))
-    if data is not None and model.config.num_labels != data.num_labels:
+    embedding = is_embedding_model(model_dir)
+    if embedding and data is not None and not isinstance(data, (list, tuple)):
+        raise ValueError(f"{model_dir} is an embedding model: check it on a list of sentences, not a task")
+    model, tokenizer = load_eager(model_dir, embedding), load_tokenizer(str(model_dir))
+    if not embedding and data is not None and model.config.num_labels != data.num_labels:
         from .models import ModelError
 
         raise ModelError(f"{model_dir} has {model.config.num_labels} outputs; task {data.name} needs {data.num_labels}")
@@ -147,13 +178,19 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
         tokenizer.save_pretrained(out)
         if (model_dir / "distil.json").exists():
             shutil.copy(model_dir / "distil.json", out / "distil.json")
-    info = {"model": str(model_dir), "opset": opset,
-            "is_pair": data.is_pair if data is not None else is_pair_model(model_dir),
+        for name in SENTENCE_TRANSFORMERS_FILES if embedding else ():  # the pooling travels with the ONNX files
+            src = model_dir / name
+            if src.is_dir():
+                shutil.copytree(src, out / name, dirs_exist_ok=True)
+            elif src.exists():
+                shutil.copy(src, out / name)
+    info = {"model": str(model_dir), "opset": opset, "kind": "embedding" if embedding else "classifier",
+            "is_pair": False if embedding else data.is_pair if data is not None else is_pair_model(model_dir),
             "quantization": {"method": "dynamic", "per_channel": True, "weights": "int8", "activations": "uint8"}
             if quantize else None}
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         tmp = Path(tmp).resolve()
-        info["inputs"] = torch_to_onnx(model, tokenizer, tmp / "raw.onnx", opset)
+        info["inputs"] = torch_to_onnx(model, tokenizer, tmp / "raw.onnx", opset, embedding)
         info["fused_operators"] = optimize(tmp / "raw.onnx", model.config, tmp / ONNX_FP32)
         del model
         files = {"onnx": tmp / ONNX_FP32}
@@ -161,7 +198,15 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
             quantize_int8(tmp / ONNX_FP32, tmp / ONNX_INT8)
             files["onnx-int8"] = tmp / ONNX_INT8
         failed = []
-        if data is not None:
+        if data is not None and embedding:
+            reference = TorchBackend(model_dir, max_length)
+            candidates = {name: OrtBackend(out, reference.max_length, path) for name, path in files.items()}
+            check = check_embedding_backends(reference, candidates, list(data))
+            failed = [n for n in files if check[n]["mean_cosine"] < min_cosine]
+            info["check"] = {"sentences": len(data), "source": sentences_source, "max_length": reference.max_length,
+                             "min_mean_cosine": min_cosine, "results": check}
+            del candidates
+        elif data is not None:
             reference = TorchBackend(model_dir, max_length)
             candidates = {name: OrtBackend(out, reference.max_length, path) for name, path in files.items()}
             check = check_backends(reference, candidates, data)
@@ -178,6 +223,13 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
             (out / stale).unlink(missing_ok=True)
     info.update(checked=data is not None, passed=not failed, failed=failed, seconds=round(time.perf_counter() - start, 1), versions=versions())
     write_json(out / "export.json", info)
+    if failed and embedding:
+        results = info["check"]["results"]
+        detail = "; ".join(f"{files[n].name} has mean cosine {results[n]['mean_cosine']:.4f} to the torch fp32 "
+                           "embeddings" for n in failed)
+        raise ExportCheckError(f"export check failed: {detail} (below --min-cosine {min_cosine}), so "
+                               f"{' and '.join(files[n].name for n in failed)} not written (see {out / 'export.json'}). "
+                               "Try --no-int8.")
     if failed:
         results = info["check"]["results"]
         names = [files[n].name for n in failed]

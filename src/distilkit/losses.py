@@ -112,3 +112,45 @@ def triple_loss_terms(
     if student_hidden is not None:
         terms["cos"] = hidden_cosine(student_hidden, teacher_hidden, attention_mask)
     return terms
+
+
+# --- sentence embeddings: pooled vectors of shape (batch, dim) -------------------------------------
+
+
+def embedding_mse(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between student and teacher sentence embeddings, over rows and dimensions
+    (Reimers & Gurevych 2020, multilingual distillation)."""
+    return F.mse_loss(student_emb.float(), teacher_emb.float())
+
+
+def embedding_cosine(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of 1 − cos(student row, teacher row): 0 when every direction matches, scale-free."""
+    return (1.0 - F.cosine_similarity(student_emb.float(), teacher_emb.float(), dim=-1)).mean()
+
+
+def cosine_matrix(emb: torch.Tensor) -> torch.Tensor:
+    """(batch, batch) cosine similarity of every row with every row."""
+    unit = F.normalize(emb.float(), p=2, dim=-1)
+    return unit @ unit.T
+
+
+def similarity_mse(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
+    """MSE between the in-batch cosine-similarity matrices of student and teacher (diagonal included,
+    where both are 1): the student learns how the teacher relates the sentences of a batch to each other."""
+    return F.mse_loss(cosine_matrix(student_emb), cosine_matrix(teacher_emb))
+
+
+def similarity_kl(student_emb: torch.Tensor, teacher_emb: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """KL(teacher ‖ student) between row-wise softmaxes of the in-batch cosine similarities at `temperature`,
+    the diagonal left out (each sentence's distribution over the other sentences of the batch), mean over rows."""
+    n = student_emb.size(0)
+    off = ~torch.eye(n, dtype=torch.bool, device=student_emb.device)
+    s = (cosine_matrix(student_emb) / temperature)[off].view(n, n - 1)
+    t = (cosine_matrix(teacher_emb) / temperature)[off].view(n, n - 1)
+    return F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), reduction="batchmean", log_target=True)
+
+
+def embedding_distillation(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The unweighted terms of embedding distillation: mse, cos (1 − cos) and sim (similarity-matrix MSE)."""
+    return {"mse": embedding_mse(student_emb, teacher_emb), "cos": embedding_cosine(student_emb, teacher_emb),
+            "sim": similarity_mse(student_emb, teacher_emb)}

@@ -57,3 +57,38 @@ def retention(student_score: float, teacher_score: float) -> float:
     if teacher_score == 0:
         raise ValueError("retention is undefined for a teacher score of 0")
     return float(student_score / teacher_score)
+
+
+# --- sentence embeddings: STS and retrieval ---------------------------------------------------------
+
+
+def _unit(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def sts_spearman(emb1, emb2, gold) -> float:
+    """Spearman correlation between the cosine similarity of row-paired embeddings and gold scores."""
+    cos = (_unit(emb1) * _unit(emb2)).sum(-1)
+    return float(spearmanr(cos, np.asarray(gold, dtype=np.float64))[0])
+
+
+def retrieval_metrics(query_emb, passage_emb, relevant: list[set[int]], ks=(1, 10), mrr_k: int = 10) -> dict[str, float]:
+    """Rank every passage for every query by cosine similarity.
+
+    recall@k: share of a query's relevant passages in its top k, averaged over queries; mrr@k: mean of
+    1/rank of the first relevant passage (0 when it is below rank k). Ties go to the lower passage index.
+    """
+    if len(relevant) != len(query_emb) or not len(query_emb):
+        raise ValueError(f"need one set of relevant passages per query: {len(relevant)} sets, {len(query_emb)} queries")
+    scores = _unit(query_emb) @ _unit(passage_emb).T
+    depth = min(max(max(ks), mrr_k), scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    out = {f"recall@{k}": float(np.mean([len(rel & set(row[:k].tolist())) / len(rel) for row, rel in zip(top, relevant)]))
+           for k in ks}
+    reciprocal = []
+    for row, rel in zip(top, relevant):
+        hits = [rank for rank, p in enumerate(row[:mrr_k].tolist(), 1) if p in rel]
+        reciprocal.append(1.0 / hits[0] if hits else 0.0)
+    out[f"mrr@{mrr_k}"] = float(np.mean(reciprocal))
+    return out

@@ -93,3 +93,11 @@ def write_jsonl(rows: list[dict], out=None) -> None:
     for row in rows:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
     out.flush()
+
+
+def embed(backend: Backend, texts: list[str], batch_size: int = 32) -> list[dict]:
+    """One {"embedding": [...]} per text, in input order (an embedding model's backend)."""
+    if not backend.embedding:
+        raise InputError(f"{backend.model_dir} is a classifier, not an embedding model (no modules.json with a "
+                         "Pooling module): drop --embedding to label texts")
+    return [{"embedding": row.tolist()} for row in predict_all(backend, texts, None, batch_size)]

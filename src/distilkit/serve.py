@@ -1,6 +1,8 @@
-"""`distil serve`: an HTTP classifier (FastAPI on uvicorn) with micro-batching.
+"""`distil serve`: an HTTP classifier or sentence encoder (FastAPI on uvicorn) with micro-batching.
 
     POST /v1/classify  {"texts": [...], "text_pairs": [...]?} → {"results": [{"label", "score", "scores"}]}
+    POST /v1/embed     {"texts": [...]} → {"embeddings": [[...], ...], "dimension": d, "normalized": bool}
+                       (embedding models; each endpoint answers 404 with a message on the other kind of model)
     GET  /health       model, backend, labels;  503 while shutting down
     GET  /metrics      Prometheus text format
     GET  /docs         OpenAPI (FastAPI)
@@ -46,6 +48,17 @@ class ClassifyResponse(BaseModel):
     results: list[Result]
 
 
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[StrictStr]
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]]
+    dimension: int
+    normalized: bool
+
+
 @dataclass
 class Limits:
     max_batch: int = 32
@@ -86,18 +99,18 @@ class Metrics:
 
         h = "distil_request_latency_seconds"
         lines = (
-            metric("distil_requests_total", "counter", "Classify requests received.", [("", self.requests)])
-            + metric("distil_texts_total", "counter", "Texts classified.", [("", self.texts)])
+            metric("distil_requests_total", "counter", "Classify and embed requests received.", [("", self.requests)])
+            + metric("distil_texts_total", "counter", "Texts classified or embedded.", [("", self.texts)])
             + metric("distil_batches_total", "counter", "Model batches run.", [("", self.batches)])
             + metric("distil_batch_texts_total", "counter", "Texts in model batches (mean batch = this / batches).",
                      [("", self.batch_texts)])
             + metric("distil_inference_seconds_total", "counter", "Seconds spent in the model.",
                      [("", round(self.inference_seconds, 6))])
-            + metric("distil_errors_total", "counter", "Classify requests answered with an error, by status.",
+            + metric("distil_errors_total", "counter", "Requests answered with an error, by status.",
                      [(f'{{status="{s}"}}', n) for s, n in sorted(self.errors.items())])
             + metric("distil_queue_depth", "gauge", "Texts waiting for a batch.", [("", queue_depth)])
-            + metric("distil_inflight_requests", "gauge", "Classify requests being handled.", [("", self.inflight)])
-            + [f"# HELP {h} Latency of successful classify requests.", f"# TYPE {h} histogram"]
+            + metric("distil_inflight_requests", "gauge", "Requests being handled.", [("", self.inflight)])
+            + [f"# HELP {h} Latency of successful requests.", f"# TYPE {h} histogram"]
             + [f'{h}_bucket{{le="{b}"}} {n}' for b, n in zip(self.BUCKETS, self.latency_buckets)]
             + [f'{h}_bucket{{le="+Inf"}} {self.latency_count}', f"{h}_sum {self.latency_sum:.6f}",
                f"{h}_count {self.latency_count}"]
@@ -147,10 +160,10 @@ class Batcher:
         return batch
 
     def _predict(self, texts: list[str], pairs: list[str | None]) -> np.ndarray:
-        """Logits in the model thread; texts with and without a pair go in separate calls, each split
-        into length-sorted model calls of `sub_batch` texts, so short texts are not padded to long ones."""
+        """Logits (embeddings) in the model thread; texts with and without a pair go in separate calls, each
+        split into length-sorted model calls of `sub_batch` texts, so short texts are not padded to long ones."""
         with_pair = np.array([p is not None for p in pairs])
-        logits = np.zeros((len(texts), self.backend.config.num_labels), dtype=np.float32)
+        logits = np.zeros((len(texts), self.backend.output_dim), dtype=np.float32)
         for mask, paired in ((with_pair, True), (~with_pair, False)):
             idx = np.flatnonzero(mask)
             if len(idx):
@@ -172,7 +185,8 @@ class Batcher:
                     self.metrics.inference_seconds += time.perf_counter() - start
                     self.metrics.batches += 1
                     self.metrics.batch_texts += len(live)
-                    rows = results(logits, self.backend.id2label, self.backend.regression, all_scores=True)
+                    rows = ([row.tolist() for row in logits] if self.backend.embedding else
+                            results(logits, self.backend.id2label, self.backend.regression, all_scores=True))
                     for (_, _, future), row in zip(live, rows):
                         if not future.done():
                             future.set_result(row)
@@ -205,8 +219,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def parse_request(body: bytes) -> ClassifyRequest:
-    """Bytes → ClassifyRequest, with a message that says what is wrong (400 / 422)."""
+def parse_request(body: bytes, schema: type[BaseModel] = ClassifyRequest) -> ClassifyRequest:
+    """Bytes → ClassifyRequest (or `schema`), with a message that says what is wrong (400 / 422)."""
     try:
         obj = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as err:
@@ -214,19 +228,22 @@ def parse_request(body: bytes) -> ClassifyRequest:
     except json.JSONDecodeError as err:
         raise HTTPException(400, f"malformed JSON: {err.msg} (line {err.lineno}, column {err.colno})") from None
     try:
-        return ClassifyRequest.model_validate(obj)
+        return schema.model_validate(obj)
     except ValidationError as err:
         problems = []
         for e in err.errors():
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".") or "body"
             problems.append(f"{where}: {e['msg']}")
-        raise HTTPException(422, '; '.join(problems) + ' (expected {"texts": ["..."], "text_pairs": ["..."]?})') from None
+        expected = '{"texts": ["..."]}' if schema is EmbedRequest else '{"texts": ["..."], "text_pairs": ["..."]?}'
+        raise HTTPException(422, '; '.join(problems) + f' (expected {expected})') from None
 
 
-def check_request(req: ClassifyRequest, limits: Limits, is_pair: bool | None) -> None:
+def check_request(req: ClassifyRequest | EmbedRequest, limits: Limits, is_pair: bool | None) -> None:
     """Sizes (413) and shape (422) of a parsed request."""
     if not req.texts:
         raise HTTPException(422, "texts is empty: send at least one text")
+    if not hasattr(req, "text_pairs"):
+        req = ClassifyRequest(texts=req.texts)
     if len(req.texts) > limits.max_texts:
         raise HTTPException(413, f"{len(req.texts)} texts in one request; the limit is {limits.max_texts} (--max-texts)")
     if is_pair and req.text_pairs is None:
@@ -254,7 +271,8 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
     model = backend if isinstance(backend, Backend) else load_backend(model_dir, backend, max_length)
     limits = Limits(**limits)
     metrics = Metrics()
-    is_pair = is_pair_model(model_dir)
+    is_pair = False if model.embedding else is_pair_model(model_dir)
+    kind = "embedding" if model.embedding else "classifier"
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -268,8 +286,11 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
             await worker
         batcher.executor.shutdown(wait=True)
 
-    app = FastAPI(title="distilkit classifier", version="1", lifespan=lifespan,
-                  description=f"{Path(model_dir).name} on {model.name}; labels: {list(model.id2label.values())}")
+    served = (f"embeddings of dimension {model.output_dim} ({model.pooling.mode} pooling"
+              f"{', normalised' if model.pooling.normalize else ''}): POST /v1/embed" if model.embedding
+              else f"labels: {list(model.id2label.values())}: POST /v1/classify")
+    app = FastAPI(title=f"distilkit {kind}", version="1", lifespan=lifespan,
+                  description=f"{Path(model_dir).name} on {model.name}; {served}")
     request_schema = {"required": True, "content": {"application/json": {"schema": ClassifyRequest.model_json_schema()}}}
     errors = {code: {"description": text} for code, text in (
         (400, "malformed JSON or invalid UTF-8"), (413, "too many texts, a text too long, or body too large"),
@@ -280,13 +301,31 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
               openapi_extra={"requestBody": request_schema})
     async def classify(request: Request):
         """Label each text (with its text_pair for pair models): label, its probability, all probabilities."""
+        rows = await handle(request, ClassifyRequest, want_embedding=False)
+        return {"results": rows}
+
+    embed_schema = {"required": True, "content": {"application/json": {"schema": EmbedRequest.model_json_schema()}}}
+
+    @app.post("/v1/embed", response_model=EmbedResponse, responses={**errors, 404: {"description": "not an embedding model"}},
+              openapi_extra={"requestBody": embed_schema})
+    async def embed(request: Request):
+        """The sentence embedding of each text (normalised when the model's modules say so)."""
+        rows = await handle(request, EmbedRequest, want_embedding=True)
+        return {"embeddings": rows, "dimension": model.output_dim, "normalized": bool(model.pooling.normalize)}
+
+    async def handle(request: Request, schema, want_embedding: bool) -> list:
+        """Count, read, check, queue; the same limits and batching for both endpoints."""
         start = time.perf_counter()
         metrics.requests += 1
         metrics.inflight += 1
         try:
-            req = parse_request(await read_body(request, limits.body_bytes))
+            if want_embedding != model.embedding:
+                raise HTTPException(404, f"{Path(model_dir).name} is an embedding model: POST /v1/embed"
+                                    if model.embedding else f"{Path(model_dir).name} is a classifier, not an "
+                                    "embedding model: POST /v1/classify")
+            req = parse_request(await read_body(request, limits.body_bytes), schema)
             check_request(req, limits, is_pair)
-            rows = await request.app.state.batcher.classify(req.texts, req.text_pairs)
+            rows = await request.app.state.batcher.classify(req.texts, getattr(req, "text_pairs", None))
         except HTTPException as err:
             metrics.errors[err.status_code] += 1
             raise
@@ -294,15 +333,16 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
             metrics.inflight -= 1
         metrics.texts += len(rows)
         metrics.observe(time.perf_counter() - start)
-        return {"results": rows}
+        return rows
 
     @app.get("/health")
     async def health(request: Request):
         """200 with what is served; 503 while shutting down."""
         if not request.app.state.batcher.accepting:
             raise HTTPException(503, "shutting down")
-        return {"status": "ok", "model": str(model_dir), "backend": model.name, "labels": list(model.id2label.values()),
-                "is_pair": is_pair, "max_length": model.max_length, "limits": vars(limits)}
+        return {"status": "ok", "model": str(model_dir), "kind": kind, "backend": model.name,
+                "labels": None if model.embedding else list(model.id2label.values()),
+                "dimension": model.output_dim if model.embedding else None, "is_pair": is_pair, "max_length": model.max_length, "limits": vars(limits)}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus(request: Request):
