@@ -204,7 +204,7 @@ def test_sentences_from_glue_folders_are_train_sentences_only(tiny_glue, tmp_pat
 
 
 @pytest.mark.parametrize("content,message", [("", "the corpus file is empty"),
-                                             ("\n  \n\t\n", "the corpus has only blank lines")])
+                                             ("\n  \n\t\n", "the corpus is empty (no non-blank lines)")])
 def test_bad_corpus_is_a_clear_error_naming_the_file(teacher, tmp_path, content, message):
     path = tmp_path / "bad.txt"
     path.write_text(content)
