@@ -231,3 +231,27 @@ def evaluate_folder(model_dir: str, data: TaskData, max_length: int = 128) -> di
 
 def stage_info(folder: Path) -> dict:
     return read_json(folder / "distil.json")
+
+
+class StageConfigError(ValueError):
+    """A finished stage folder was made with another configuration than the one asked for now."""
+
+
+def reuse_or_run(folder: Path, expected: dict, build) -> dict:
+    """Reuse the finished stage in `folder` when its distil.json holds `expected` (same teacher, data,
+    config...), else run `build()` (which writes `folder` atomically and returns its distil.json).
+
+    A folder made with other values is refused, naming the field that differs, so an interrupted
+    suite resumes without redoing finished stages but never mixes two configurations."""
+    record = Path(folder) / "distil.json"
+    if not record.exists():
+        return build()
+    info = read_json(record)
+    wanted = json.loads(json.dumps(expected, default=str))
+    for key, value in wanted.items():
+        if info.get(key) != value:
+            raise StageConfigError(
+                f"{folder} holds a finished stage made with {key}={info.get(key)!r}, not {value!r}: "
+                "remove that folder (or pass --overwrite) to redo it")
+    console.print(f"[green]reusing finished stage {folder}")
+    return info
