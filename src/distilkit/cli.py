@@ -322,6 +322,63 @@ def run(
 
 
 @app.command()
+def glue(
+    tasks: str = typer.Option("sst2,mrpc,stsb,cola", "--tasks", help="Comma-separated GLUE tasks."),
+    out: Path = typer.Option(Path("runs/glue"), "--out", "-o"),
+    teacher: Optional[str] = TeacherOpt, data: Optional[Path] = DataOpt,
+    seeds: str = typer.Option("42", "--seeds", help="Comma-separated seeds; each repeats every stage."),
+    layers: Optional[str] = LayersOpt, num_layers: Optional[int] = NumLayersOpt,
+    train_limit: Optional[str] = typer.Option(None, help="Training rows per task, 0 = all (default sst2=20000, others all)."),
+    teacher_epochs: Optional[str] = typer.Option(None, help="Teacher epochs: 3 or 3,sst2=1 (default sst2=1, others 3)."),
+    teacher_lr: Optional[str] = typer.Option(None, help="Teacher learning rate, same syntax (default 5e-5)."),
+    epochs: Optional[str] = typer.Option(None, help="Student (and baseline) epochs, same syntax (default sst2=1, others 3)."),
+    lr: Optional[str] = typer.Option(None, help="Student learning rate, same syntax (default 5e-5)."),
+    alpha: Optional[str] = typer.Option(None, help="Soft-target weight, same syntax (default 0.5)."),
+    temperature: Optional[str] = typer.Option(None, help="Soft-target temperature, same syntax (default 2)."),
+    cls_weight: Optional[str] = typer.Option(None, help="[CLS] cosine weight, same syntax (default 0)."),
+    batch_size: int = 32, max_length: int = 128, dev_limit: Optional[int] = DevLimitOpt,
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the hard-label baseline."),
+    compare: list[str] = typer.Option([], "--compare", help="NAME=PATH (or PATH) of another model to fine-tune and "
+                                      "score in the same table; repeatable."),
+    sweep_depths: Optional[str] = typer.Option(None, help="Also sweep student depths (e.g. 1,2,3,4) on --sweep-task."),
+    sweep_task: str = typer.Option("sst2", help="Task of the depth/precision sweep."),
+    sweep_precisions: str = typer.Option("fp32,int8", help="Precisions of the sweep: fp32, int8."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT and start afresh (default: resume it)."),
+):
+    """GLUE suite: teacher, student and baseline on each task and seed, the paper's table, model cards.
+
+    Running the same command again resumes: finished stages are reused when their configuration matches."""
+    import shutil
+
+    from .glue import build_recipes, run_glue
+
+    try:
+        task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+        from .data.glue import get_task
+
+        task_list = [get_task(t).name for t in task_list]
+        recipes = build_recipes(task_list, {
+            "train_limit": train_limit, "teacher_epochs": teacher_epochs, "teacher_lr": teacher_lr, "epochs": epochs,
+            "lr": lr, "alpha": alpha, "temperature": temperature, "cls_weight": cls_weight}, batch_size, max_length, bf16)
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        others = {}
+        for item in compare:
+            name, sep, path = item.partition("=")
+            name, path = (name, path) if sep else (Path(item.rstrip("/")).name, item)
+            others[name.strip()] = path.strip()
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        result = run_glue(_teacher(teacher), task_list, out, recipes, data, seed_list, layers, num_layers, baseline,
+                          others, dev_limit, sweep_depths=[int(d) for d in sweep_depths.split(",")] if sweep_depths else None,
+                          sweep_task=sweep_task, sweep_precisions=[p.strip() for p in sweep_precisions.split(",")])
+    except (*_user_errors(), ValueError) as err:
+        _fail(err)
+    console.print((out / "glue.md").read_text())
+    console.print(f"macro retention {result['macro_retention'] * 100:.1f}%")
+
+
+@app.command()
 def pretrain(
     teacher: Optional[str] = TeacherOpt,
     corpus: str = typer.Option(..., "--corpus", help="Text file, folder of text files, hub dataset name[:config], "

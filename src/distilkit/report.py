@@ -74,3 +74,127 @@ def write_report(metrics: dict, out: Path) -> Path:
         "",
     ]
     return write_text(out / "report.md", "\n".join(lines))
+
+
+# --- distil glue: the paper's table, per-task bars, and the full report ---------------------------
+
+
+def _task_header(glue: dict, task: str) -> str:
+    from .data.glue import get_task
+    from .glue import METRIC_LABELS
+
+    spec = get_task(task)
+    keys = [k for k in glue["models"]["teacher"]["tasks"][task] if k not in ("score", "score_std", "seeds")]
+    return f"{spec.folder} ({'/'.join(METRIC_LABELS.get(k, k) for k in keys)})"
+
+
+def _task_cell(result: dict, spread: bool) -> str:
+    keys = [k for k in result if k not in ("score", "score_std", "seeds")]
+    cell = "/".join(f"{result[k] * 100:.1f}" for k in keys)
+    return cell + (f" ±{result['score_std'] * 100:.1f}" if spread else "")
+
+
+def glue_table(glue: dict) -> str:
+    """Markdown table in the DistilBERT paper's layout: one row per model, macro score, then one column
+    per task with its official metric(s), parameters and retention (± = std over seeds)."""
+    from .glue import PAPER_ORDER
+
+    tasks = [t for t in PAPER_ORDER if t in glue["tasks"]]
+    spread = len(glue["seeds"]) > 1
+    lines = ["| model | macro score | " + " | ".join(_task_header(glue, t) for t in tasks) + " | parameters | retention |",
+             "|---|---:|" + "---:|" * len(tasks) + "---:|---:|"]
+    for name, m in glue["models"].items():
+        macro = f"{m['macro'] * 100:.1f}" + (f" ±{m['macro_std'] * 100:.1f}" if spread else "")
+        kept = "" if name == "teacher" else f"{glue['retention'][name]['macro'] * 100:.1f}%"
+        cells = " | ".join(_task_cell(m["tasks"][t], spread) for t in tasks)
+        lines.append(f"| {name} | {macro} | {cells} | {m['parameters']['total'] / 1e6:.1f}M | {kept} |")
+    return "\n".join(lines)
+
+
+def plot_glue(glue: dict, path: Path) -> Path:
+    """Grouped bars: each model's task score per task and its macro score (error bars: std over seeds)."""
+    from .glue import PAPER_ORDER
+
+    tasks = [t for t in PAPER_ORDER if t in glue["tasks"]]
+    names = list(glue["models"])
+    groups = tasks + ["macro"]
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    for i, name in enumerate(names):
+        m = glue["models"][name]
+        values = [m["tasks"][t]["score"] * 100 for t in tasks] + [m["macro"] * 100]
+        errors = [m["tasks"][t]["score_std"] * 100 for t in tasks] + [m["macro_std"] * 100]
+        xs = [g + (i - (len(names) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, values, width, yerr=errors if len(glue["seeds"]) > 1 else None, label=name, capsize=2)
+    ax.set_xticks(range(len(groups)), [_task_header(glue, t) for t in tasks] + ["macro"], fontsize=8)
+    ax.set_ylabel("dev score (%)")
+    ax.set_title(f"distil glue: macro retention {glue['macro_retention'] * 100:.1f}% "
+                 f"(seeds {', '.join(map(str, glue['seeds']))})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _sweep_section(out: Path) -> list[str]:
+    sweep_md = out / "sweep" / "sweep.md"
+    if not sweep_md.exists():
+        return []
+    return ["## Depth and precision sweep", "", sweep_md.read_text(encoding="utf-8").strip(), "",
+            "![Pareto: score versus latency and size](sweep/pareto.png)", ""]
+
+
+def write_glue_report(glue: dict, out: Path) -> Path:
+    """OUT/glue.md (the table), OUT/glue.png and OUT/report.md (table, plots, every run's hyper-parameters,
+    per-seed scores, training seconds, hardware and versions)."""
+    out = Path(out)
+    table = glue_table(glue)
+    write_text(out / "glue.md", table + "\n")
+    plot_glue(glue, out / "glue.png")
+    hw = glue["hardware"]
+    lines = [
+        f"# distil glue: {', '.join(glue['tasks'])}",
+        "",
+        f"Teacher `{glue['teacher']}`; student from teacher layers {glue['layer_map']}. "
+        f"Dev-set scores (%), mean over seeds {', '.join(map(str, glue['seeds']))}. "
+        f"**Macro retention {glue['macro_retention'] * 100:.1f}%** of the teacher's macro score.",
+        "",
+        table,
+        "",
+        "![per-task scores](glue.png)",
+        "",
+        "## Retention per task",
+        "",
+        "| model | " + " | ".join(glue["tasks"]) + " | macro |",
+        "|---|" + "---:|" * (len(glue["tasks"]) + 1),
+    ]
+    for name, r in glue["retention"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{r[t] * 100:.1f}%" for t in glue["tasks"])
+                     + f" | {r['macro'] * 100:.1f}% |")
+    lines += ["", "## Per seed", "", "| task | model | " + " | ".join(f"seed {s}" for s in glue["seeds"]) + " |",
+              "|---|---|" + "---:|" * len(glue["seeds"])]
+    for task in glue["tasks"]:
+        for name, m in glue["models"].items():
+            seeds = m["tasks"][task]["seeds"]
+            lines.append(f"| {task} | {name} | " + " | ".join(f"{seeds[str(s)]['score'] * 100:.2f}" for s in glue["seeds"]) + " |")
+    lines += _sweep_section(out)
+    lines += ["## Data and hyper-parameters", ""]
+    for task in glue["tasks"]:
+        d, r = glue["data"][task], glue["recipes"][task]
+        lines += [f"### {task}", "",
+                  f"- data: {d['source']}; {d['train_examples']} training rows; dev rows {d['dev_examples']}",
+                  f"- teacher fine-tuning: {r['teacher']}",
+                  f"- student distillation: {r['student']}; loss {r['distillation']}",
+                  "- baseline: the student's initialisation and steps, gold labels only",
+                  f"- training seconds (per seed, per model): {glue['train_seconds'][task]}", ""]
+    lines += [
+        "## Machine and versions",
+        "",
+        f"- {hw['cpu']}, {hw['cores']} cores, ISA {', '.join(hw['isa']) or 'baseline'}; torch threads {hw['torch_threads']}",
+        f"- versions: {glue['versions']}",
+        f"- wall time of the last `distil glue` call: {glue['wall_seconds_this_call'] / 60:.1f} min "
+        "(finished stages it reused cost nothing)",
+        "",
+        "Each student folder holds a Hugging Face model card (README.md) and its distil.json.",
+        "",
+    ]
+    return write_text(out / "report.md", "\n".join(lines))

@@ -1,0 +1,260 @@
+"""`distil glue`: the core pipeline over several GLUE tasks and seeds, scored like the DistilBERT paper.
+
+OUT/<task>/seed-<s>/ holds one folder per stage (teacher, student_init, student, baseline,
+compare-<name>); each is written atomically and reused when its distil.json matches the asked
+configuration, so an interrupted suite resumes where it stopped. OUT/glue.json has, per model and
+task, the metric values (mean over seeds, and each seed's), the task score and its spread; per model
+the macro score; and `macro_retention` = student macro / teacher macro.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import read_json, write_json
+from .data.glue import GLUE_TASKS, get_task
+from .data.task import TaskData, load_task_data
+from .pipeline import (
+    console,
+    distil_task,
+    finetune_teacher,
+    make_student,
+    reuse_or_run,
+    train_baseline,
+    versions,
+)
+from .student import choose_layers, teacher_depth
+from .train.common import TrainConfig
+from .train.task import DistillConfig
+
+GLUE_ORDER = list(GLUE_TASKS)  # the paper's column order is alphabetical by task folder
+PAPER_ORDER = sorted(GLUE_TASKS, key=lambda t: GLUE_TASKS[t].folder.lower())
+METRIC_LABELS = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "P", "spearman": "S"}
+
+
+@dataclass
+class TaskRecipe:
+    """How one task is trained: teacher fine-tuning, student distillation (and the baseline), data size."""
+
+    teacher: TrainConfig
+    student: TrainConfig
+    distillation: DistillConfig = field(default_factory=DistillConfig)
+    train_limit: int | None = None  # None: every training row
+
+    def to_dict(self) -> dict:
+        return {"teacher": self.teacher.to_dict(), "student": self.student.to_dict(),
+                "distillation": vars(self.distillation), "train_limit": self.train_limit}
+
+
+def parse_per_task(spec: str | None, tasks: list[str], cast=float, option: str = "option") -> dict:
+    """'3' → every task 3; '3,sst2=1' → sst2 1, others 3; 'cola=5' → cola 5, others unset (absent)."""
+    out: dict = {}
+    if spec is None or spec == "":
+        return out
+    default = None
+    for part in [p.strip() for p in str(spec).split(",") if p.strip()]:
+        name, sep, value = part.partition("=")
+        try:
+            if sep:
+                task = get_task(name.strip()).name
+                if task not in tasks:
+                    raise ValueError(f"{option}: task {task!r} is not among --tasks ({', '.join(tasks)})")
+                out[task] = cast(value)
+            else:
+                default = cast(part)
+        except ValueError as err:
+            if "--tasks" in str(err):
+                raise
+            raise ValueError(f"{option}: cannot read {part!r} (expected VALUE or TASK=VALUE, comma-separated)") from None
+    if default is not None:
+        for task in tasks:
+            out.setdefault(task, default)
+    return out
+
+
+def _seed_dir(out: Path, task: str, seed: int) -> Path:
+    return Path(out) / task / f"seed-{seed}"
+
+
+def run_task_seed(teacher: str, data: TaskData, recipe: TaskRecipe, folder: Path, cache_dir: Path,
+                  layers: str | None, num_layers: int | None, baseline: bool, compare: dict[str, str]) -> dict:
+    """Every stage of one (task, seed) into `folder`; returns {model name: distil.json}."""
+    common = {"task": data.name, "data": data.source, "train_examples": len(data.train)}
+    tcfg, scfg = recipe.teacher, recipe.student
+    teacher_dir = folder / "teacher"
+    infos = {"teacher": reuse_or_run(teacher_dir, {"stage": "finetune", "teacher": teacher, **common,
+                                                   "config": tcfg.to_dict()},
+                                     lambda: finetune_teacher(teacher, data, tcfg, teacher_dir, resume=True))}
+    init_dir = folder / "student_init"
+    layer_map = _layer_map(teacher_dir, layers, num_layers)
+    reuse_or_run(init_dir, {"stage": "student", "teacher": str(teacher_dir), "layer_map": layer_map},
+                 lambda: make_student(str(teacher_dir), init_dir, layers, num_layers))
+    student_dir = folder / "student"
+    infos["student"] = reuse_or_run(
+        student_dir,
+        {"stage": "task-distillation", "teacher": str(teacher_dir), "student_init": str(init_dir), **common,
+         "config": scfg.to_dict(), "distillation": vars(recipe.distillation)},
+        lambda: distil_task(str(teacher_dir), data, scfg, recipe.distillation, student_dir, cache_dir,
+                            student=str(init_dir), resume=True))
+    if baseline:
+        baseline_dir = folder / "baseline"
+        infos["baseline"] = reuse_or_run(
+            baseline_dir, {"stage": "baseline", "student_init": str(init_dir), **common, "config": scfg.to_dict()},
+            lambda: train_baseline(str(init_dir), data, scfg, baseline_dir, resume=True))
+    for name, path in compare.items():
+        other_dir = folder / f"compare-{name}"
+        infos[name] = reuse_or_run(
+            other_dir, {"stage": "finetune", "teacher": path, **common, "config": tcfg.to_dict()},
+            lambda: finetune_teacher(path, data, tcfg, other_dir, resume=True))
+    from .card import write_model_card
+
+    write_model_card(student_dir, infos["teacher"]["metrics"])
+    return infos
+
+
+def _layer_map(teacher_dir: Path, layers: str | None, num_layers: int | None) -> list[int]:
+    from .models import load_config
+
+    return choose_layers(teacher_depth(load_config(str(teacher_dir))), layers, num_layers)
+
+
+def summarize(runs: dict[str, dict[int, dict[str, dict]]], tasks: list[str]) -> dict:
+    """glue.json's "models" and retention from {task: {seed: {model: distil.json}}}.
+
+    Per model and task: metric means over seeds, the score (mean of the metrics) with its spread
+    (sample std over seeds, 0 for one seed) and each seed's values; per model the macro score
+    (mean of task scores) and the spread of the per-seed macro."""
+    names = list(next(iter(next(iter(runs.values())).values())))
+    models = {}
+    for name in names:
+        per_task, params = {}, None
+        for task in tasks:
+            seeds = runs[task]
+            seed_metrics = {s: seeds[s][name]["metrics"] for s in seeds}
+            keys = [k for k in next(iter(seed_metrics.values())) if k != "score"]
+            scores = [m["score"] for m in seed_metrics.values()]
+            per_task[task] = {
+                **{k: float(np.mean([m[k] for m in seed_metrics.values()])) for k in keys},
+                "score": float(np.mean(scores)),
+                "score_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+                "seeds": {str(s): m for s, m in seed_metrics.items()},
+            }
+            params = params or next(iter(seeds.values()))[name]["parameters"]
+        seed_list = list(next(iter(runs.values())))
+        macros = [float(np.mean([runs[t][s][name]["metrics"]["score"] for t in tasks])) for s in seed_list]
+        models[name] = {"tasks": per_task, "macro": float(np.mean([per_task[t]["score"] for t in tasks])),
+                        "macro_std": float(np.std(macros, ddof=1)) if len(macros) > 1 else 0.0,
+                        "parameters": params}
+    teacher = models["teacher"]
+    retention = {name: {**{t: m["tasks"][t]["score"] / teacher["tasks"][t]["score"] for t in tasks},
+                        "macro": m["macro"] / teacher["macro"]}
+                 for name, m in models.items() if name != "teacher"}
+    return {"models": models, "retention": retention}
+
+
+def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskRecipe], data_dir: str | Path | None = None,
+             seeds: list[int] = (42,), layers: str | None = None, num_layers: int | None = None, baseline: bool = True,
+             compare: dict[str, str] | None = None, dev_limit: int | None = None, sweep_depths: list[int] | None = None,
+             sweep_task: str = "sst2", sweep_precisions: list[str] = ("fp32", "int8")) -> dict:
+    """Run (or resume) the suite into OUT and write OUT/glue.json, glue.md, report.md and plots."""
+    start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = [get_task(t).name for t in tasks]
+    compare = dict(compare or {})
+    clash = {"teacher", "student", "baseline", "student_init"} & set(compare)
+    if clash:
+        raise ValueError(f"--compare name {sorted(clash)[0]!r} is taken by a suite model: choose another NAME=PATH")
+    if sweep_depths and get_task(sweep_task).name not in tasks:
+        raise ValueError(f"--sweep-task {sweep_task} is not among --tasks ({', '.join(tasks)})")
+    runs: dict[str, dict[int, dict]] = {}
+    data_info = {}
+    for t_index, task in enumerate(tasks, 1):
+        recipe = recipes[task]
+        data = load_task_data(task, data_dir, train_limit=recipe.train_limit, dev_limit=dev_limit)
+        data_info[task] = {"source": data.source, "train_examples": len(data.train),
+                           "dev_examples": {k: len(v) for k, v in data.dev.items()}}
+        runs[task] = {}
+        for seed in seeds:
+            console.rule(f"[bold]{task}[/] ({t_index}/{len(tasks)}), seed {seed}")
+            seeded = replace(recipe, teacher=replace(recipe.teacher, seed=seed),
+                             student=replace(recipe.student, seed=seed))
+            runs[task][seed] = run_task_seed(teacher, data, seeded, _seed_dir(out, task, seed), out / "cache",
+                                             layers, num_layers, baseline, compare)
+    summary = summarize(runs, tasks)
+    sweep = None
+    if sweep_depths:
+        from .sweep import run_sweep
+
+        task = get_task(sweep_task).name
+        console.rule(f"[bold]sweep[/]: {task}, depths {sweep_depths}, {', '.join(sweep_precisions)}")
+        recipe = recipes[task]
+        data = load_task_data(task, data_dir, train_limit=recipe.train_limit, dev_limit=dev_limit)
+        sweep = run_sweep(str(_seed_dir(out, task, seeds[0]) / "teacher"), data, list(sweep_depths), out / "sweep",
+                          replace(recipe.student, seed=seeds[0]), recipe.distillation, out / "cache",
+                          precisions=tuple(sweep_precisions))
+    from .bench import hardware
+
+    glue = {
+        "teacher": teacher,
+        "tasks": tasks,
+        "seeds": list(seeds),
+        "layer_map": read_json(_seed_dir(out, tasks[0], seeds[0]) / "student_init" / "distil.json")["layer_map"],
+        "data": data_info,
+        **summary,
+        "macro_retention": summary["retention"]["student"]["macro"],
+        "recipes": {t: recipes[t].to_dict() for t in tasks},
+        "compare": compare,
+        "sweep": None if sweep is None else {"task": get_task(sweep_task).name, "file": str(out / "sweep" / "sweep.json"),
+                                             "frontier": sweep.get("frontier")},
+        "train_seconds": {t: {str(s): {m: info.get("train_seconds", 0.0) for m, info in runs[t][s].items()}
+                              for s in seeds} for t in tasks},
+        "wall_seconds_this_call": time.perf_counter() - start,
+        "hardware": hardware(),
+        "versions": versions(),
+    }
+    write_json(out / "glue.json", glue)
+    from .report import write_glue_report
+
+    write_glue_report(glue, out)
+    console.print(f"[bold]macro retention {glue['macro_retention'] * 100:.1f}%[/]: {out}/glue.json, {out}/report.md")
+    return glue
+
+
+# Defaults per task: small tasks get more epochs; SST-2 is cut to 20k rows so the four-task suite fits
+# the 2-core budget (README, "GLUE suite"). Each can be overridden on the command line.
+DEFAULTS = {
+    "teacher_epochs": {"sst2": 1.0, "_": 3.0},
+    "teacher_lr": {"_": 5e-5},
+    "epochs": {"sst2": 1.0, "_": 3.0},
+    "lr": {"_": 5e-5},
+    "alpha": {"_": 0.5},
+    "temperature": {"_": 2.0},
+    "cls_weight": {"_": 0.0},
+    "train_limit": {"sst2": 20000, "_": 0},
+}
+
+
+def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size: int = 32, max_length: int = 128,
+                  bf16: bool | None = None) -> dict[str, TaskRecipe]:
+    """One TaskRecipe per task from DEFAULTS and per-task override strings ('3,sst2=1')."""
+    values = {}
+    for key, defaults in DEFAULTS.items():
+        cast = int if key == "train_limit" else float
+        given = parse_per_task(overrides.get(key), tasks, cast, "--" + key.replace("_", "-"))
+        values[key] = {t: given.get(t, defaults.get(t, defaults["_"])) for t in tasks}
+    recipes = {}
+    for t in tasks:
+        def cfg(epochs, lr):
+            return TrainConfig(epochs=epochs, learning_rate=lr, batch_size=batch_size, max_length=max_length, bf16=bf16)
+        recipes[t] = TaskRecipe(
+            teacher=cfg(values["teacher_epochs"][t], values["teacher_lr"][t]),
+            student=cfg(values["epochs"][t], values["lr"][t]),
+            distillation=DistillConfig(values["alpha"][t], values["temperature"][t], values["cls_weight"][t]),
+            train_limit=values["train_limit"][t] or None,
+        )
+    return recipes
