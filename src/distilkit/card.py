@@ -130,6 +130,10 @@ def teacher_parameters(teacher: str) -> int | None:
     return total
 
 
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 100_000 else f"{n:,}"
+
+
 def _pct(value: float) -> str:
     return f"{value * 100:.2f}"
 
@@ -181,12 +185,12 @@ def card_body(student_dir: Path, info: dict, teacher_metrics: dict | None) -> st
     origin = f"from teacher layers {layer_map}" if layer_map else f"initialised from `{info.get('student_init')}`"
     size = ""
     if "total" in params:
-        size = f"It has {params['total'] / 1e6:.1f}M parameters ({params.get('non_embedding', 0) / 1e6:.1f}M outside the embeddings)"
-        size += f", against the teacher's {t_params / 1e6:.1f}M ({params['total'] / t_params:.0%})." if t_params else "."
+        size = f"It has {_count(params['total'])} parameters ({_count(params.get('non_embedding', 0))} outside the embeddings)"
+        size += f", against the teacher's {_count(t_params)} ({params['total'] / t_params:.0%})." if t_params else "."
     lines = [
         f"# {student_dir.resolve().name}", "",
         f"A {depth}-layer {config.get('model_type', '')} student of `{teacher}`, distilled on {task} with "
-        f"distilkit (task distillation, DistilBERT-style): its {depth} layers were copied "
+        f"distilkit (task distillation, DistilBERT-style): its layers were copied "
         f"{origin}, then trained on the teacher's soft targets and the gold labels. {size}", "",
         "## Results (dev set)", "",
         *metrics_table(info["metrics"], teacher_metrics), "",
