@@ -47,13 +47,14 @@ def student_expected(teacher_dir: Path, data: TaskData, cfg: TrainConfig, dcfg: 
 
 
 def checked_export(model_dir: Path, data: TaskData, out: Path | None, tolerance: float) -> dict | None:
-    """export.json of `model_dir`'s checked ONNX export, made unless a passing one with the int8 file
-    exists; None when the int8 file fails the check (its score drops more than `tolerance` points)."""
+    """export.json of `model_dir`'s ONNX export checked on `data`, made unless a passing one (same model,
+    same task, int8 file there) exists; None when int8 fails the check (drops more than `tolerance` points)."""
     folder = Path(out or model_dir)
     record = folder / "export.json"
     if record.exists():
         info = read_json(record)
-        if info.get("passed") and info.get("checked") and (folder / ONNX_INT8).exists():
+        same = info.get("model") == str(model_dir) and info.get("check", {}).get("task") == data.name
+        if same and info.get("passed") and (folder / ONNX_INT8).exists():
             console.print(f"[green]reusing the checked export in {folder}")
             return info
     try:
