@@ -1,0 +1,221 @@
+"""`distil sweep`: students of several depths on one task, in fp32 and int8, against their cost.
+
+    for each depth d:  OUT/depth-d  = distil_task(teacher, num_layers=d)   (reused when finished)
+                       OUT/depth-d/model.int8.onnx = export_onnx(checked on dev)
+    teacher:           OUT/teacher-onnx = the teacher's ONNX export (weights linked in)
+    one interleaved bench over every (model, precision) → batch-1 latency at `seq`
+    → OUT/sweep.json, OUT/sweep.md, OUT/pareto.png (score against latency and against size)
+
+Scores are the dev scores the stages recorded (distil.json for fp32, export.json's check for int8);
+the Pareto frontier keeps the points no other point beats on both score and cost.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .artifacts import read_json, save_figure, write_json, write_text
+from .backends import ONNX_INT8
+from .bench import run_bench
+from .data.task import TaskData
+from .export import ExportCheckError, export_onnx
+from .models import load_config
+from .pipeline import console, distil_task, evaluate_folder, reuse_or_run
+from .student import choose_layers, teacher_depth
+from .train.common import TrainConfig
+from .train.task import DistillConfig
+
+BACKEND = {"fp32": "torch", "int8": "onnx-int8"}  # the backend each precision runs on
+
+
+def pareto_front(points: list[dict], cost_key: str, score_key: str = "score") -> list[dict]:
+    """The points no other point dominates (score at least as high and cost at most as low, one strictly),
+    cheapest first. Of points equal in both cost and score, the first given is kept."""
+    front = []
+    for p in sorted(points, key=lambda p: (p[cost_key], -p[score_key])):  # stable: ties keep input order
+        if not front or p[score_key] > front[-1][score_key]:
+            front.append(p)
+    return front
+
+
+def student_expected(teacher_dir: Path, data: TaskData, cfg: TrainConfig, dcfg: DistillConfig, layer_map: list[int]) -> dict:
+    """What a depth folder's distil.json must hold to be reused (the keys distil_task writes)."""
+    return {"stage": "task-distillation", "teacher": str(teacher_dir), "built_from": str(teacher_dir),
+            "layer_map": layer_map, "task": data.name, "data": data.source, "train_examples": len(data.train),
+            "config": cfg.to_dict(), "distillation": vars(dcfg)}
+
+
+def checked_export(model_dir: Path, data: TaskData, out: Path | None, tolerance: float) -> dict | None:
+    """export.json of `model_dir`'s ONNX export checked on `data`, made unless a passing one (same model,
+    same task, int8 file there) exists; None when int8 fails the check (drops more than `tolerance` points)."""
+    folder = Path(out or model_dir)
+    record = folder / "export.json"
+    if record.exists():
+        info = read_json(record)
+        same = info.get("model") == str(model_dir) and info.get("check", {}).get("task") == data.name
+        if same and info.get("passed") and (folder / ONNX_INT8).exists():
+            console.print(f"[green]reusing the checked export in {folder}")
+            return info
+    try:
+        return export_onnx(model_dir, out, data=data, tolerance=tolerance)
+    except ExportCheckError as err:
+        console.print(f"[yellow]{err}")
+        return None
+
+
+def link_weights(teacher_dir: Path, onnx_dir: Path) -> None:
+    """Link the teacher's safetensors into its ONNX folder, so one folder runs both torch and ONNX."""
+    for src in [*teacher_dir.glob("*.safetensors"), *teacher_dir.glob("model.safetensors.index.json")]:
+        dst = onnx_dir / src.name
+        if not dst.exists():
+            os.symlink(src.resolve(), dst)
+
+
+def teacher_metrics(teacher_dir: Path, data: TaskData, export: dict | None, max_length: int) -> dict:
+    """The teacher's dev metrics: from its distil.json (fine-tuned on this task), else its export check's
+    torch reference, else evaluated now."""
+    record = teacher_dir / "distil.json"
+    info = read_json(record) if record.exists() else {}
+    if info.get("task") == data.name and "metrics" in info:
+        return info["metrics"]
+    if export is not None:
+        return export["check"]["results"]["torch"]
+    return evaluate_folder(str(teacher_dir), data, max_length)
+
+
+def latency_ms(bench: dict, model: str, backend: str, seq: int) -> float:
+    return next(r["median_ms"] for r in bench["results"]
+                if r["model"] == model and r["backend"] == backend and r["kind"] == "latency" and r["seq"] == seq)
+
+
+def run_sweep(teacher_dir: str | Path, data: TaskData, depths: list[int], out: Path, cfg: TrainConfig,
+              dcfg: DistillConfig, cache_dir: Path, precisions=("fp32", "int8"), seq: int = 128,
+              repeats: int = 20, tolerance: float = 1.0, peak_size: int = 1024) -> dict:
+    """Distil (or reuse) a student per depth, export int8, time everything at once; returns sweep.json."""
+    teacher_dir, out = Path(teacher_dir), Path(out)
+    unknown = set(precisions) - set(BACKEND)
+    if unknown:
+        raise ValueError(f"unknown precision {', '.join(sorted(unknown))}: expected {', '.join(BACKEND)}")
+    n_teacher = teacher_depth(load_config(str(teacher_dir)))
+    records, exports, layer_maps = {}, {}, {"teacher": list(range(n_teacher))}
+    for d in depths:
+        name, folder = f"depth-{d}", out / f"depth-{d}"
+        layer_maps[name] = choose_layers(n_teacher, None, d)
+        console.print(f"[bold]{name}[/]: teacher layers {layer_maps[name]} → {folder}")
+        records[name] = reuse_or_run(folder, student_expected(teacher_dir, data, cfg, dcfg, layer_maps[name]),
+                                     lambda f=folder, d=d: distil_task(str(teacher_dir), data, cfg, dcfg, f,
+                                                                       cache_dir, num_layers=d))
+        console.print(f"{name}: dev score {records[name]['metrics']['score']:.4f}")
+        if "int8" in precisions:
+            exports[name] = checked_export(folder, data, None, tolerance)
+    folders = {"teacher": teacher_dir, **{f"depth-{d}": out / f"depth-{d}" for d in depths}}
+    if "int8" in precisions:
+        console.print(f"[bold]teacher[/]: ONNX export → {out / 'teacher-onnx'}")
+        exports["teacher"] = checked_export(teacher_dir, data, out / "teacher-onnx", tolerance)
+        if exports["teacher"] is not None:
+            link_weights(teacher_dir, out / "teacher-onnx")
+            folders["teacher"] = out / "teacher-onnx"
+
+    console.print(f"timing {len(folders)} models x {len(precisions)} precisions at sequence length {seq}")
+    bench = run_bench({m: str(f) for m, f in folders.items()}, seqs=[seq], batch=32, repeats=repeats,
+                      backends=[BACKEND[p] for p in precisions], peak_size=peak_size)
+    write_json(out / "bench.json", bench)
+
+    points = []
+    for model in folders:
+        facts = bench["models"][model]
+        for precision in precisions:
+            if precision == "fp32":
+                metrics = records[model]["metrics"] if model in records else teacher_metrics(
+                    teacher_dir, data, exports.get("teacher"), cfg.max_length)
+                path = sorted((teacher_dir if model == "teacher" else folders[model]).glob("*.safetensors"))
+                extra = {}
+            else:
+                if exports.get(model) is None:
+                    continue
+                result = exports[model]["check"]["results"]["onnx-int8"]
+                metrics = {k: v for k, v in result.items()
+                           if k not in ("score_drop_points", "label_agreement", "max_abs_logit_diff")}
+                path = [folders[model] / ONNX_INT8]
+                extra = {"score_drop_points": result["score_drop_points"], "label_agreement": result["label_agreement"]}
+            points.append({
+                "model": model, "depth": len(layer_maps[model]), "layers": layer_maps[model], "precision": precision,
+                "backend": BACKEND[precision], "score": metrics["score"], "metrics": metrics,
+                "latency_ms": latency_ms(bench, model, BACKEND[precision], seq),
+                "size_mb": sum(p.stat().st_size for p in path) / 1e6, "files": [str(p) for p in path],
+                "parameters": facts["parameters"], **extra})
+    sweep = {
+        "task": data.name, "teacher": str(teacher_dir), "points": points,
+        "frontier": {cost: [_label(p) for p in pareto_front(points, key)]
+                     for cost, key in (("latency", "latency_ms"), ("size", "size_mb"))},
+        "hardware": bench["hardware"],
+        "timed": f"batch-1 latency at {seq} tokens, median of {repeats} repeats, all models interleaved "
+                 "(see bench.json)",
+        "config": {"depths": list(depths), "precisions": list(precisions), "seq": seq, "repeats": repeats,
+                   "tolerance_points": tolerance, "data": data.source, "train": cfg.to_dict(),
+                   "distillation": vars(dcfg)},
+    }
+    write_json(out / "sweep.json", sweep)
+    write_text(out / "sweep.md", markdown(sweep))
+    plot(sweep, out / "pareto.png")
+    console.print(f"[bold]sweep done[/]: {out}/sweep.json, {out}/sweep.md, {out}/pareto.png")
+    return sweep
+
+
+def _label(p: dict) -> dict:
+    return {k: p[k] for k in ("model", "precision", "score", "latency_ms", "size_mb")}
+
+
+def markdown(sweep: dict) -> str:
+    hw, cfg = sweep["hardware"], sweep["config"]
+    lines = [
+        f"# distil sweep: {sweep['task']}", "",
+        f"Teacher `{sweep['teacher']}`; students of depth {', '.join(map(str, cfg['depths']))} in "
+        f"{' and '.join(cfg['precisions'])}. Score: dev score (fp32: distil.json; int8: the export check). "
+        f"Latency: {sweep['timed']}, on {hw['cpu']} ({hw['cores']} cores). Size: the file the precision runs.", "",
+        "| model | layers | precision | score | latency ms | size MB | parameters |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for p in sweep["points"]:
+        lines.append(f"| {p['model']} | {p['layers']} | {p['precision']} | {p['score'] * 100:.2f} | "
+                     f"{p['latency_ms']:.2f} | {p['size_mb']:.3g} | {p['parameters']['total'] / 1e6:.3g}M |")
+    for cost, unit in (("latency", "latency"), ("size", "size")):
+        lines += ["", f"Pareto frontier (score against {unit}), cheapest first:", ""]
+        lines += [f"- {p['model']} {p['precision']}: score {p['score'] * 100:.2f}, {p['latency_ms']:.2f} ms, "
+                  f"{p['size_mb']:.3g} MB" for p in sweep["frontier"][cost]]
+    lines += ["", "![score against latency and size](pareto.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(sweep: dict, path: Path) -> Path:
+    """Two panels, score against latency and against size (log scale); the frontier as a step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    markers, colors = {"fp32": "o", "int8": "^"}, {"fp32": "#2a7", "int8": "#47a"}
+    for ax, (cost, key, label) in zip(axes, (("latency", "latency_ms", "batch-1 latency (ms)"),
+                                             ("size", "size_mb", "file size (MB)"))):
+        for p in sweep["points"]:
+            teacher = p["model"] == "teacher"
+            ax.scatter(p[key], p["score"] * 100, marker="*" if teacher else markers[p["precision"]],
+                       s=220 if teacher else 50, color=colors[p["precision"]], edgecolors="black" if teacher else "none",
+                       zorder=3, label=f"{'teacher' if teacher else 'students'} {p['precision']}")
+            ax.annotate(f"{'T' if teacher else p['depth']}", (p[key], p["score"] * 100), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+        front = sweep["frontier"][cost]
+        ax.step([p[key] for p in front], [p["score"] * 100 for p in front], where="post", color="#c44", lw=1.2,
+                zorder=2, label="Pareto frontier")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{sweep['task']} dev score (%)")
+        ax.grid(alpha=0.3)
+        handles, names = ax.get_legend_handles_labels()
+        unique = dict(zip(names, handles))
+        ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
+    fig.suptitle(f"distil sweep: {sweep['task']}, students by depth (numbers), teacher (T)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
