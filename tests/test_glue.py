@@ -159,3 +159,15 @@ def test_glue_command_prints_the_table_and_refuses_bad_options(tiny_teacher, sui
     assert bad.exit_code == 2 and "cola" in bad.output and "not among --tasks" in bad.output
     bad = runner.invoke(app, args + ["--sweep-depths", "1", "--sweep-task", "cola"])
     assert bad.exit_code == 2 and "--sweep-task cola is not among --tasks" in bad.output
+
+
+def test_suite_with_a_sweep_puts_the_frontier_in_glue_json_and_the_report(tiny_teacher, suite_glue, tmp_path):
+    out = tmp_path / "suite"
+    result = run_glue(str(tiny_teacher), ["sst2"], out, _recipes(["sst2"]), suite_glue, seeds=[1], layers="first-2",
+                      baseline=False, sweep_depths=[1], sweep_task="sst2", sweep_precisions=["fp32"],
+                      sweep_options={"seq": 16, "repeats": 2, "peak_size": 64})
+    sweep = read_json(out / "sweep" / "sweep.json")
+    assert result["sweep"]["frontier"] == sweep["frontier"]
+    assert {p["model"] for p in sweep["points"]} == {"teacher", "depth-1"}
+    report = (out / "report.md").read_text()
+    assert "Pareto frontier" in report and "](sweep/pareto.png)" in report

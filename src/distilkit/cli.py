@@ -366,7 +366,7 @@ def glue(
         for item in compare:
             name, sep, path = item.partition("=")
             name, path = (name, path) if sep else (Path(item.rstrip("/")).name, item)
-            others[name.strip()] = path.strip()
+            others[name.strip()] = _teacher(path.strip())  # a folder (checked) or a hub id
         if overwrite and out.exists():
             shutil.rmtree(out)
         result = run_glue(_teacher(teacher), task_list, out, recipes, data, seed_list, layers, num_layers, baseline,
@@ -376,6 +376,38 @@ def glue(
         _fail(err)
     console.print((out / "glue.md").read_text())
     console.print(f"macro retention {result['macro_retention'] * 100:.1f}%")
+
+
+@app.command()
+def sweep(
+    teacher: str = typer.Option(..., "--teacher", "-t", help="Teacher fine-tuned on the task (distil finetune)."),
+    out: Path = typer.Option(..., "--out", "-o"),
+    depths: str = typer.Option("1,2,3,4", help="Student depths (layers picked by the alternate rule)."),
+    precisions: str = typer.Option("fp32,int8", help="fp32 (torch) and/or int8 (ONNX Runtime, checked on dev)."),
+    task: str = TaskOpt, data: Optional[Path] = DataOpt, train_limit: Optional[int] = TrainLimitOpt,
+    dev_limit: Optional[int] = DevLimitOpt,
+    epochs: float = 1.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
+    alpha: float = 0.5, temperature: float = 2.0,
+    seq: int = typer.Option(128, help="Sequence length of the latency timing."),
+    repeats: int = 20, tolerance: float = typer.Option(1.0, help="Largest int8 dev-score drop (points) accepted."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
+):
+    """Students of several depths, fp32 and int8: score against latency and size, Pareto frontier and plot.
+
+    Running it again reuses finished depths and exports."""
+    from .sweep import run_sweep
+    from .train.task import DistillConfig
+
+    try:
+        d = _data(task, data, None, None, "text", None, "label", False, train_limit, dev_limit)
+        result = run_sweep(_teacher(teacher), d, [int(x) for x in depths.split(",")], out,
+                           _train_cfg(epochs, batch_size, lr, max_length, seed, bf16), DistillConfig(alpha, temperature),
+                           out / "cache", precisions=tuple(p.strip() for p in precisions.split(",")), seq=seq,
+                           repeats=repeats, tolerance=tolerance)
+    except (*_user_errors(), ValueError) as err:
+        _fail(err)
+    console.print((out / "sweep.md").read_text())
+    console.print(f"frontier (latency): {', '.join(p['model'] + ' ' + p['precision'] for p in result['frontier']['latency'])}")
 
 
 @app.command()

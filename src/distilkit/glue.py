@@ -159,8 +159,12 @@ def summarize(runs: dict[str, dict[int, dict[str, dict]]], tasks: list[str]) -> 
 def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskRecipe], data_dir: str | Path | None = None,
              seeds: list[int] = (42,), layers: str | None = None, num_layers: int | None = None, baseline: bool = True,
              compare: dict[str, str] | None = None, dev_limit: int | None = None, sweep_depths: list[int] | None = None,
-             sweep_task: str = "sst2", sweep_precisions: list[str] = ("fp32", "int8")) -> dict:
-    """Run (or resume) the suite into OUT and write OUT/glue.json, glue.md, report.md and plots."""
+             sweep_task: str = "sst2", sweep_precisions: list[str] = ("fp32", "int8"),
+             sweep_options: dict | None = None) -> dict:
+    """Run (or resume) the suite into OUT and write OUT/glue.json, glue.md, report.md and plots.
+
+    With `sweep_depths`, also run `sweep.run_sweep` (keyword `sweep_options`: seq, repeats, tolerance...)
+    from the `sweep_task` teacher of the first seed into OUT/sweep, and put its frontier in the report."""
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,7 +200,7 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
         data = load_task_data(task, data_dir, train_limit=recipe.train_limit, dev_limit=dev_limit)
         sweep = run_sweep(str(_seed_dir(out, task, seeds[0]) / "teacher"), data, list(sweep_depths), out / "sweep",
                           replace(recipe.student, seed=seeds[0]), recipe.distillation, out / "cache",
-                          precisions=tuple(sweep_precisions))
+                          precisions=tuple(sweep_precisions), **(sweep_options or {}))
     from .bench import hardware
 
     glue = {

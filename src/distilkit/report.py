@@ -139,8 +139,9 @@ def _sweep_section(out: Path) -> list[str]:
     sweep_md = out / "sweep" / "sweep.md"
     if not sweep_md.exists():
         return []
-    return ["## Depth and precision sweep", "", sweep_md.read_text(encoding="utf-8").strip(), "",
-            "![Pareto: score versus latency and size](sweep/pareto.png)", ""]
+    text = sweep_md.read_text(encoding="utf-8").strip().replace("](pareto.png)", "](sweep/pareto.png)")
+    body = [line for line in text.splitlines() if not line.startswith("# ")]  # sweep.md's own title
+    return ["## Depth and precision sweep (`sweep/`)", "", *body, ""]
 
 
 def write_glue_report(glue: dict, out: Path) -> Path:
