@@ -171,3 +171,17 @@ def test_suite_with_a_sweep_puts_the_frontier_in_glue_json_and_the_report(tiny_t
     assert {p["model"] for p in sweep["points"]} == {"teacher", "depth-1"}
     report = (out / "report.md").read_text()
     assert "Pareto frontier" in report and "](sweep/pareto.png)" in report
+
+
+def test_every_suite_student_has_a_model_card_with_its_run_metrics(two_seed_suite):
+    from huggingface_hub import ModelCard
+
+    out, result = two_seed_suite
+    for task in ("sst2", "stsb"):
+        for seed in ("1", "2"):
+            card = ModelCard.load(out / task / f"seed-{seed}" / "student" / "README.md")
+            values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+            metrics = result["models"]["student"]["tasks"][task]["seeds"][seed]
+            assert values == {k: v for k, v in metrics.items() if k != "score"}
+            teacher = result["models"]["teacher"]["tasks"][task]["seeds"][seed]
+            assert f"{metrics['score'] / teacher['score'] * 100:.1f}%" in card.text  # retention vs this seed's teacher

@@ -36,6 +36,7 @@ def test_run_writes_every_stage_and_metrics(tiny_run):
         assert (out / stage / "distil.json").exists()
         assert not list((out / stage).glob("checkpoint*")) and not (out / stage / "checkpoints").exists()
     assert not list(out.parent.glob(".*partial"))
+    assert (out / "student" / "README.md").exists()  # the Hugging Face model card
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["models"].keys() == {"teacher", "student", "baseline"}
     for model in on_disk["models"].values():

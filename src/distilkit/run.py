@@ -75,6 +75,9 @@ def run_pipeline(teacher: str, data: TaskData, out: Path, teacher_cfg: TrainConf
         metrics = _replace_paths(metrics, str(tmp), str(out))
         write_json(tmp / "metrics.json", metrics)
         write_report(metrics, tmp)
+    from .card import write_model_card
+
+    write_model_card(out / "student", metrics["models"]["teacher"])  # written after the rename: it names the folder
     console.print(f"[bold]done in {metrics['wall_seconds'] / 60:.1f} min[/]: {out}/metrics.json, {out}/report.md")
     return metrics
 
