@@ -69,3 +69,19 @@ def test_attention_kl():
     assert losses.attention_kl(t, t).item() == pytest.approx(0.0, abs=1e-6)
     assert losses.attention_kl(s, t).item() == pytest.approx(math.log(2) / 2, rel=1e-5)
     assert losses.attention_kl(s, t, torch.tensor([[1, 0]])).item() == pytest.approx(math.log(2), rel=1e-5)
+
+
+def test_gold_ce_skips_rows_without_a_gold_class():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [5.0, -5.0]])
+    labels = torch.tensor([0, -1, 1])
+    expected = losses.hard_ce(logits[[0, 2]], labels[[0, 2]])
+    assert losses.gold_ce(logits, labels).item() == pytest.approx(expected.item())
+    none = losses.gold_ce(logits.requires_grad_(), torch.tensor([-1, -1, -1]))
+    assert none.item() == 0.0 and none.requires_grad  # no NaN when a batch is all augmented rows
+
+
+def test_regression_distillation_counts_nan_labels_in_the_teacher_term_only():
+    s, t = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 1.0, 1.0])
+    y = torch.tensor([2.0, float("nan"), 3.0])
+    got = losses.regression_distillation(s, t, y, alpha=0.25).item()
+    assert got == pytest.approx(0.25 * (0 + 1 + 4) / 3 + 0.75 * (1 + 0) / 2)

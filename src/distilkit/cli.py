@@ -148,6 +148,8 @@ def task_cmd(
     alpha: float = typer.Option(0.5, help="Weight of the soft-target loss (1-alpha on the gold labels)."),
     temperature: float = typer.Option(2.0, help="Softmax temperature of the soft targets."),
     cls_weight: float = typer.Option(0.0, help="Weight of the cosine loss between final [CLS] states."),
+    augment: int = typer.Option(0, help="Perturbed copies of each training row, labelled by the teacher only "
+                                "(a larger transfer set; 0: off)."),
     epochs: float = 3.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     cache_dir: Optional[Path] = typer.Option(None, help="Where teacher outputs are cached (default ~/.cache/distilkit)."),
@@ -161,7 +163,7 @@ def task_cmd(
     try:
         d = _data(task, data, train, dev, text_column, text_pair_column, label_column, regression, train_limit, dev_limit)
         info = distil_task(_teacher(teacher), d, _train_cfg(epochs, batch_size, lr, max_length, seed, bf16),
-                           DistillConfig(alpha, temperature, cls_weight), out, cache, student_dir, layers,
+                           DistillConfig(alpha, temperature, cls_weight, augment), out, cache, student_dir, layers,
                            num_layers, overwrite, resume)
     except _user_errors() as err:
         _fail(err)
@@ -336,6 +338,8 @@ def glue(
     alpha: Optional[str] = typer.Option(None, help="Soft-target weight, same syntax (default 0.5)."),
     temperature: Optional[str] = typer.Option(None, help="Soft-target temperature, same syntax (default 2)."),
     cls_weight: Optional[str] = typer.Option(None, help="[CLS] cosine weight, same syntax (default 0)."),
+    augment: Optional[str] = typer.Option(None, help="Perturbed teacher-labelled copies per training row, same "
+                                          "syntax (default 0)."),
     batch_size: int = 32, max_length: int = 128, dev_limit: Optional[int] = DevLimitOpt,
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the hard-label baseline."),
     compare: list[str] = typer.Option([], "--compare", help="NAME=PATH (or PATH) of another model to fine-tune and "
@@ -360,7 +364,8 @@ def glue(
         task_list = [get_task(t).name for t in task_list]
         recipes = build_recipes(task_list, {
             "train_limit": train_limit, "teacher_epochs": teacher_epochs, "teacher_lr": teacher_lr, "epochs": epochs,
-            "lr": lr, "alpha": alpha, "temperature": temperature, "cls_weight": cls_weight}, batch_size, max_length, bf16)
+            "lr": lr, "alpha": alpha, "temperature": temperature, "cls_weight": cls_weight, "augment": augment},
+            batch_size, max_length, bf16)
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         others = {}
         for item in compare:

@@ -239,6 +239,7 @@ DEFAULTS = {
     "alpha": {"_": 0.5},
     "temperature": {"_": 2.0},
     "cls_weight": {"_": 0.0},
+    "augment": {"_": 0},
     "train_limit": {"sst2": 20000, "_": 0},
 }
 
@@ -248,7 +249,7 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
     """One TaskRecipe per task from DEFAULTS and per-task override strings ('3,sst2=1')."""
     values = {}
     for key, defaults in DEFAULTS.items():
-        cast = int if key == "train_limit" else float
+        cast = int if key in ("train_limit", "augment") else float
         given = parse_per_task(overrides.get(key), tasks, cast, "--" + key.replace("_", "-"))
         values[key] = {t: given.get(t, defaults.get(t, defaults["_"])) for t in tasks}
     recipes = {}
@@ -258,7 +259,8 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
         recipes[t] = TaskRecipe(
             teacher=cfg(values["teacher_epochs"][t], values["teacher_lr"][t]),
             student=cfg(values["epochs"][t], values["lr"][t]),
-            distillation=DistillConfig(values["alpha"][t], values["temperature"][t], values["cls_weight"][t]),
+            distillation=DistillConfig(values["alpha"][t], values["temperature"][t], values["cls_weight"][t],
+                                       values["augment"][t]),
             train_limit=values["train_limit"][t] or None,
         )
     return recipes

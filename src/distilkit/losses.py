@@ -43,10 +43,23 @@ def classification_distillation(
 def regression_distillation(
     student_pred: torch.Tensor, teacher_pred: torch.Tensor, labels: torch.Tensor, alpha: float = 0.5
 ) -> torch.Tensor:
-    """Task distillation for regression (STS-B): α·MSE(teacher prediction) + (1−α)·MSE(gold)."""
-    student_pred = student_pred.float().reshape(-1)
+    """Task distillation for regression (STS-B): α·MSE(teacher prediction) + (1−α)·MSE(gold).
+
+    Rows whose gold label is NaN (augmented copies, data/augment.py) count in the teacher term only."""
+    student_pred, labels = student_pred.float().reshape(-1), labels.float().reshape(-1)
     loss = alpha * F.mse_loss(student_pred, teacher_pred.float().reshape(-1))
-    return loss + (1.0 - alpha) * F.mse_loss(student_pred, labels.float().reshape(-1))
+    gold = ~torch.isnan(labels)
+    if not gold.any():
+        return loss
+    return loss + (1.0 - alpha) * F.mse_loss(student_pred[gold], labels[gold])
+
+
+def gold_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the rows that have a gold class (label >= 0); 0 when none has one."""
+    gold = labels.reshape(-1) >= 0
+    if not gold.any():
+        return logits.sum() * 0.0
+    return hard_ce(logits.reshape(-1, logits.size(-1))[gold], labels.reshape(-1)[gold])
 
 
 def hidden_cosine(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -21,6 +21,7 @@ from transformers import AutoModel, AutoModelForMaskedLM
 
 from . import __version__
 from .artifacts import atomic_output_dir, read_json, write_json
+from .data.augment import augment
 from .data.task import TaskData
 from .evaluate import evaluate_model
 from .models import ModelError, count_parameters, has_classifier_head, load_classifier, load_config, load_tokenizer
@@ -131,16 +132,16 @@ def _fingerprint(*parts) -> str:
     return digest.hexdigest()[:16]
 
 
-def teacher_outputs_cached(teacher_dir: str, teacher, tokenizer, data: TaskData, train_ds, max_length: int,
+def teacher_outputs_cached(teacher_dir: str, teacher, tokenizer, texts: datasets.Dataset, train_ds, max_length: int,
                            with_cls: bool, cache_dir: Path) -> tuple[datasets.Dataset, float]:
-    """`train_ds` plus the teacher's outputs, computed once and stored under `cache_dir` (Arrow).
+    """`train_ds` (`texts` tokenised) plus the teacher's outputs, computed once and stored under `cache_dir` (Arrow).
 
     Returns the dataset and the seconds spent computing the outputs (0 when they were cached)."""
     weights = sorted(Path(teacher_dir).glob("*.safetensors"))
     key = _fingerprint(
         [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in weights],
-        data.train["text"], data.train["text_pair"] if data.is_pair else None, max_length, train_ds.column_names,
-        with_cls,
+        texts["text"], texts["text_pair"] if "text_pair" in texts.column_names else None, max_length,
+        train_ds.column_names, with_cls,
     )
     path = Path(cache_dir) / f"teacher-outputs-{key}"
     if path.exists():
@@ -173,8 +174,12 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
             student_model = _task_model(student, data)
             origin = {"student_init": str(student)}
         student_model.config.problem_type = teacher_model.config.problem_type
-        train_ds = encode(data.train, tokenizer, cfg.max_length)
-        with_outputs, teacher_seconds = teacher_outputs_cached(teacher, teacher_model, tokenizer, data, train_ds,
+        transfer = augment(data.train, dcfg.augment, cfg.seed)
+        if dcfg.augment:
+            console.print(f"transfer set: {len(data.train)} rows + {len(transfer) - len(data.train)} perturbed copies "
+                          "(teacher targets only)")
+        train_ds = encode(transfer, tokenizer, cfg.max_length)
+        with_outputs, teacher_seconds = teacher_outputs_cached(teacher, teacher_model, tokenizer, transfer, train_ds,
                                                                cfg.max_length, dcfg.cls_weight > 0, cache_dir)
         del teacher_model
         seconds = distill(student_model, tokenizer, with_outputs, cfg, dcfg, data.regression, tmp / "checkpoints", resume)
@@ -185,7 +190,8 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
             **origin,
             "task": data.name,
             "data": data.source,
-            "train_examples": len(train_ds),
+            "train_examples": len(data.train),
+            "transfer_examples": len(train_ds),
             "config": cfg.to_dict(),
             "distillation": vars(dcfg),
             "train_seconds": seconds,

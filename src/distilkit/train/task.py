@@ -28,6 +28,7 @@ class DistillConfig:
     alpha: float = 0.5
     temperature: float = 2.0
     cls_weight: float = 0.0  # β on the cosine loss between final [CLS] states (0: off)
+    augment: int = 0  # perturbed, teacher-labelled copies of each training row (data/augment.py; 0: off)
 
 
 class DistillationTrainer(Trainer):
@@ -51,7 +52,7 @@ class DistillationTrainer(Trainer):
             loss = losses.regression_distillation(outputs.logits, teacher_logits, labels, d.alpha)
         else:
             kd = losses.soft_target_kl(outputs.logits, teacher_logits, d.temperature)
-            ce = losses.hard_ce(outputs.logits, labels)
+            ce = losses.gold_ce(outputs.logits, labels)  # augmented copies have no gold class
             loss = d.alpha * kd + (1 - d.alpha) * ce
             self._terms["loss_kd"].append(kd.item())
             self._terms["loss_ce"].append(ce.item())

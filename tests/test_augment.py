@@ -1,0 +1,53 @@
+"""Transfer-set augmentation: perturbed copies without gold labels, and distillation on them."""
+
+import math
+import random
+
+import datasets
+import pytest
+
+from distilkit.data.augment import NO_CLASS, augment, perturb
+from distilkit.data.task import load_task_data
+
+
+def test_perturb_edits_and_repeats_with_the_seed():
+    words = "the movie was very good".split()
+    vocab = ["dull", "plot"]
+    a = perturb(words, vocab, random.Random(1))
+    assert a == perturb(words, vocab, random.Random(1)) and a != words
+    assert perturb([], vocab, random.Random(1)) == []
+
+
+def test_augment_keeps_originals_first_and_drops_gold_labels():
+    classes = datasets.Dataset.from_dict(
+        {"text": ["a good film", "a bad plot here"], "label": [1, 0]},
+        features=datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["0", "1"])}))
+    out = augment(classes, copies=3, seed=0)
+    assert len(out) == 8 and out[:2] == classes[:2]
+    assert out["label"][2:] == [NO_CLASS] * 6
+    assert augment(classes, 0) is classes
+    pairs = datasets.Dataset.from_dict(
+        {"text": ["a man runs", "a dog sits"], "text_pair": ["a man jogs", "a cat sits"], "label": [4.0, 1.5]},
+        features=datasets.Features({"text": datasets.Value("string"), "text_pair": datasets.Value("string"),
+                                    "label": datasets.Value("float32")}))
+    out = augment(pairs, copies=2, seed=0)
+    assert len(out) == 6 and all(math.isnan(x) for x in out["label"][2:])
+    for i in range(2, 6):  # copies of row (i - 2) // 2: one of its two texts is kept as it was
+        src = (i - 2) // 2
+        assert out["text"][i] == pairs["text"][src] or out["text_pair"][i] == pairs["text_pair"][src]
+
+
+def test_distillation_with_augmented_copies(tiny_teacher, tiny_glue, tmp_path):
+    from distilkit.pipeline import distil_task, finetune_teacher
+    from distilkit.train.common import TrainConfig
+    from distilkit.train.task import DistillConfig
+
+    fast = TrainConfig(epochs=1, batch_size=16, learning_rate=1e-3, max_length=32, bf16=False, save_steps=50,
+                       logging_steps=2)
+    data = load_task_data("sst2", tiny_glue)
+    finetune_teacher(str(tiny_teacher), data, fast, tmp_path / "teacher")
+    info = distil_task(str(tmp_path / "teacher"), data, fast, DistillConfig(augment=2), tmp_path / "student",
+                       tmp_path / "cache", layers="first-2")
+    assert info["train_examples"] == len(data.train) and info["transfer_examples"] == 3 * len(data.train)
+    assert info["distillation"]["augment"] == 2
+    assert all(math.isfinite(v) for v in info["metrics"].values())
