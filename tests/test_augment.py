@@ -51,3 +51,10 @@ def test_distillation_with_augmented_copies(tiny_teacher, tiny_glue, tmp_path):
     assert info["train_examples"] == len(data.train) and info["transfer_examples"] == 3 * len(data.train)
     assert info["distillation"]["augment"] == 2
     assert all(math.isfinite(v) for v in info["metrics"].values())
+
+
+def test_records_without_augmentation_keep_their_old_shape():
+    from distilkit.train.task import DistillConfig
+
+    assert DistillConfig().to_dict() == {"alpha": 0.5, "temperature": 2.0, "cls_weight": 0.0}  # as before --augment
+    assert DistillConfig(augment=2).to_dict()["augment"] == 2

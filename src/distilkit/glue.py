@@ -47,7 +47,7 @@ class TaskRecipe:
 
     def to_dict(self) -> dict:
         return {"teacher": self.teacher.to_dict(), "student": self.student.to_dict(),
-                "distillation": vars(self.distillation), "train_limit": self.train_limit}
+                "distillation": self.distillation.to_dict(), "train_limit": self.train_limit}
 
 
 def parse_per_task(spec: str | None, tasks: list[str], cast=float, option: str = "option") -> dict:
@@ -97,7 +97,7 @@ def run_task_seed(teacher: str, data: TaskData, recipe: TaskRecipe, folder: Path
     infos["student"] = reuse_or_run(
         student_dir,
         {"stage": "task-distillation", "teacher": str(teacher_dir), "student_init": str(init_dir), **common,
-         "config": scfg.to_dict(), "distillation": vars(recipe.distillation)},
+         "config": scfg.to_dict(), "distillation": recipe.distillation.to_dict()},
         lambda: distil_task(str(teacher_dir), data, scfg, recipe.distillation, student_dir, cache_dir,
                             student=str(init_dir), resume=True))
     if baseline:

@@ -193,7 +193,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
             "train_examples": len(data.train),
             "transfer_examples": len(train_ds),
             "config": cfg.to_dict(),
-            "distillation": vars(dcfg),
+            "distillation": dcfg.to_dict(),
             "train_seconds": seconds,
             "teacher_outputs_seconds": teacher_seconds,
             "parameters": count_parameters(student_model),

@@ -43,7 +43,7 @@ def student_expected(teacher_dir: Path, data: TaskData, cfg: TrainConfig, dcfg: 
     """What a depth folder's distil.json must hold to be reused (the keys distil_task writes)."""
     return {"stage": "task-distillation", "teacher": str(teacher_dir), "built_from": str(teacher_dir),
             "layer_map": layer_map, "task": data.name, "data": data.source, "train_examples": len(data.train),
-            "config": cfg.to_dict(), "distillation": vars(dcfg)}
+            "config": cfg.to_dict(), "distillation": dcfg.to_dict()}
 
 
 def checked_export(model_dir: Path, data: TaskData, out: Path | None, tolerance: float) -> dict | None:
@@ -154,7 +154,7 @@ def run_sweep(teacher_dir: str | Path, data: TaskData, depths: list[int], out: P
                  "(see bench.json)",
         "config": {"depths": list(depths), "precisions": list(precisions), "seq": seq, "repeats": repeats,
                    "tolerance_points": tolerance, "data": data.source, "train": cfg.to_dict(),
-                   "distillation": vars(dcfg)},
+                   "distillation": dcfg.to_dict()},
     }
     write_json(out / "sweep.json", sweep)
     write_text(out / "sweep.md", markdown(sweep))

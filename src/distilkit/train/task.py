@@ -30,6 +30,10 @@ class DistillConfig:
     cls_weight: float = 0.0  # β on the cosine loss between final [CLS] states (0: off)
     augment: int = 0  # perturbed, teacher-labelled copies of each training row (data/augment.py; 0: off)
 
+    def to_dict(self) -> dict:
+        """As recorded in distil.json; `augment` only when on, so records made before it existed still match."""
+        return {k: v for k, v in vars(self).items() if k != "augment" or v}
+
 
 class DistillationTrainer(Trainer):
     """`Trainer` whose loss distils from teacher outputs stored in the batch."""
