@@ -100,6 +100,13 @@ def test_distillation_uses_cached_teacher_outputs(tiny_teacher, tiny_glue, tmp_p
     assert first["teacher_outputs_seconds"] > 0 and second["teacher_outputs_seconds"] == 0.0
     assert len(list((tmp_path / "cache").iterdir())) == 1
     assert second["metrics"] == first["metrics"]  # same seed, same cached targets
+    # The same first rows but fewer of them (or more, with --augment) must not reuse those targets.
+    fewer = distil_task(str(teacher), load_task_data("sst2", tiny_glue, train_limit=90), FAST, DistillConfig(),
+                        tmp_path / "s3", tmp_path / "cache", layers="first-2")
+    more = distil_task(str(teacher), data, FAST, DistillConfig(augment=1), tmp_path / "s4", tmp_path / "cache",
+                       layers="first-2")
+    assert fewer["teacher_outputs_seconds"] > 0 and more["teacher_outputs_seconds"] > 0
+    assert len(list((tmp_path / "cache").iterdir())) == 3
 
 
 def test_regression_task_from_user_files(tiny_teacher, tmp_path):

@@ -140,9 +140,9 @@ def teacher_outputs_cached(teacher_dir: str, teacher, tokenizer, texts: datasets
     weights = sorted(Path(teacher_dir).glob("*.safetensors"))
     key = _fingerprint(
         [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in weights],
-        texts["text"], texts["text_pair"] if "text_pair" in texts.column_names else None, max_length,
+        list(texts["text"]), list(texts["text_pair"]) if "text_pair" in texts.column_names else None, max_length,
         train_ds.column_names, with_cls,
-    )
+    )  # list(): a datasets Column's repr shows only its first rows
     path = Path(cache_dir) / f"teacher-outputs-{key}"
     if path.exists():
         console.print(f"teacher outputs: reusing {path}")
