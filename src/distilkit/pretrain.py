@@ -91,7 +91,8 @@ def headless_eval(student, teacher, ds, pad_id: int, value: bool, cos: bool, bat
     collate = PaddingCollator(pad_id)
     sums, tokens = defaultdict(float), 0
     for start in range(0, len(ds), batch_size):
-        batch = {k: v.to(device) for k, v in collate([ds[i] for i in range(start, min(start + batch_size, len(ds)))]).items()}
+        rows = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
+        batch = {k: v.to(device) for k, v in collate(rows).items()}
         terms, _ = headless_terms(student, teacher, batch, value=value, cos=cos)
         n = batch["attention_mask"].sum().item()
         for name, term in terms.items():
