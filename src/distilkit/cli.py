@@ -425,27 +425,57 @@ def pretrain(
     layers: Optional[str] = LayersOpt,
     eval_corpus: Optional[str] = typer.Option(None, "--eval-corpus", help="Held-out text, raw or prepared "
                                                                           "(default: the corpus tail)."),
+    recipe: str = typer.Option("triple", "--recipe", help="triple: DistilBERT's loss against a masked-LM teacher; "
+                                                          "headless: last-layer attention KL + value relation + "
+                                                          "hidden cosine, no MLM head (MiniLM-style)."),
     fit_mlm_head: bool = typer.Option(False, "--fit-mlm-head", help="Fit an MLM head on the frozen teacher first."),
     head_steps: int = 300,
     max_steps: int = typer.Option(1000, "--max-steps"), save_steps: int = typer.Option(200, "--save-steps"),
     logging_steps: Optional[int] = typer.Option(None, "--logging-steps", help="Log the loss every N steps "
                                                                               "(default: max-steps/20, at most 50)."),
     batch_size: int = 32, grad_accum: int = typer.Option(1, "--grad-accum"), lr: float = 5e-4, max_len: int = 128,
-    seed: int = 42, alpha_ce: float = 5.0, alpha_mlm: float = 2.0, alpha_cos: float = 1.0, alpha_mse: float = 0.0,
-    temperature: float = 2.0, bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
+    seed: int = 42,
+    alpha_ce: Optional[float] = typer.Option(None, "--alpha-ce", help="triple: weight of L_ce (default 5)."),
+    alpha_mlm: Optional[float] = typer.Option(None, "--alpha-mlm", help="triple: weight of L_mlm (default 2)."),
+    alpha_cos: float = typer.Option(1.0, "--alpha-cos", help="Weight of L_cos (last hidden states)."),
+    alpha_mse: Optional[float] = typer.Option(None, "--alpha-mse", help="triple: weight of the logit MSE (default 0)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="triple: softmax temperature (default 2)."),
+    alpha_attn: Optional[float] = typer.Option(None, "--alpha-attn", help="headless: weight of the last-layer "
+                                                                          "attention KL (default 1)."),
+    alpha_value: Optional[float] = typer.Option(None, "--alpha-value", help="headless: weight of the value-relation "
+                                                                            "KL (default 1)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
 ):
-    """General distillation on raw text: 5·L_ce + 2·L_mlm + 1·L_cos against a masked-LM teacher (torchrun-ready)."""
+    """General distillation on raw text: 5·L_ce + 2·L_mlm + 1·L_cos against a masked-LM teacher, or with
+    --recipe headless 1·L_attn + 1·L_value + 1·L_cos against any encoder (torchrun-ready)."""
     from .pretrain import pretrain as run_pretrain
     from .train.common import TrainConfig
-    from .train.general import TripleLossConfig
+    from .train.general import HeadlessLossConfig, TripleLossConfig
+
+    own = {"triple": {"--alpha-ce": alpha_ce, "--alpha-mlm": alpha_mlm, "--alpha-mse": alpha_mse,
+                      "--temperature": temperature},
+           "headless": {"--alpha-attn": alpha_attn, "--alpha-value": alpha_value}}
+    if recipe not in own:
+        _fail(ValueError(f"--recipe {recipe!r}: expected triple or headless"))
+    other = [name for r, opts in own.items() if r != recipe for name, value in opts.items() if value is not None]
+    if other:
+        _fail(ValueError(f"{', '.join(other)} belong to the other recipe, not --recipe {recipe}"))
+    def given(value: Optional[float], default: float) -> float:
+        return default if value is None else value
+
+    if recipe == "headless":
+        loss = HeadlessLossConfig(given(alpha_attn, 1.0), given(alpha_value, 1.0), alpha_cos)
+    else:
+        loss = TripleLossConfig(given(alpha_ce, 5.0), given(alpha_mlm, 2.0), alpha_cos, given(alpha_mse, 0.0),
+                                given(temperature, 2.0))
 
     cfg = TrainConfig(max_steps=max_steps, save_steps=save_steps, batch_size=batch_size, learning_rate=lr,
                       max_length=max_len, seed=seed, bf16=bf16, gradient_accumulation=grad_accum,
                       logging_steps=logging_steps or max(1, min(50, max_steps // 20)))
     try:
         info = run_pretrain(_teacher(teacher), corpus, out, cfg,
-                            TripleLossConfig(alpha_ce, alpha_mlm, alpha_cos, alpha_mse, temperature),
+                            loss,
                             student_dir, layers, eval_corpus, fit_mlm_head, head_steps, max_len,
                             overwrite=overwrite, resume=resume)
     except (ValueError, *_user_errors()) as err:
@@ -453,6 +483,11 @@ def pretrain(
     if "student_mlm_accuracy" in info:  # the main process (the only one under torchrun that evaluates)
         console.print(f"masked-token accuracy: teacher {info['teacher_mlm_accuracy'] * 100:.1f}%, "
                       f"student {info['student_mlm_accuracy'] * 100:.1f}% → {out}/pretrain.json")
+    elif "attention_kl_after" in info:
+        cos = (f", hidden-state cosine {info['hidden_cosine_before']:.4f} → {info['hidden_cosine_after']:.4f}"
+               if info["hidden_cosine_after"] is not None else "")
+        console.print(f"held-out last-layer attention KL {info['attention_kl_before']:.4f} → "
+                      f"{info['attention_kl_after']:.4f}{cos} → {out}/pretrain.json", highlight=False)
 
 
 @app.command("corpus")

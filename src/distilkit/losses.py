@@ -6,6 +6,8 @@ attentions (batch, heads, seq, seq); mask (batch, seq) with 1 on real tokens.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -95,6 +97,27 @@ def attention_kl(student_attn: torch.Tensor, teacher_attn: torch.Tensor, mask: t
         return kl.mean()
     mask = mask.to(kl.dtype).unsqueeze(1).expand_as(kl)
     return (kl * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def self_attention_relation(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(x·yᵀ/√d) per head over the keys, padded keys left out: (batch, heads, seq, d) → (batch, heads, seq, seq).
+
+    With x = queries and y = keys this is the attention distribution; with x = y = values, MiniLM's
+    value relation (Wang et al. 2020, "MiniLM: Deep Self-Attention Distillation", §3.1).
+    """
+    scores = x.float() @ y.float().transpose(-1, -2) / math.sqrt(x.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
+    return scores.softmax(-1)
+
+
+def value_relation_kl(student_values: torch.Tensor, teacher_values: torch.Tensor,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(teacher ‖ student) between the value relations softmax(V·Vᵀ/√d_k) per head and query (MiniLM's L_VR,
+    Wang et al. 2020); values (batch, heads, seq, d_k), the two head sizes may differ. Averaged over heads and
+    real query tokens, padded keys left out."""
+    return attention_kl(self_attention_relation(student_values, student_values, mask),
+                        self_attention_relation(teacher_values, teacher_values, mask), mask)
 
 
 def triple_loss_terms(

@@ -1,8 +1,12 @@
-"""`distil pretrain`: general-purpose distillation on raw text (DistilBERT's triple loss).
+"""`distil pretrain`: general-purpose distillation on raw text (DistilBERT's triple loss, or the headless recipe).
 
 corpus → Arrow sequences (+ token counts) → [fit an MLM head on the frozen teacher when it has none]
 → student (from `distil student`, or built here) → Trainer with the triple loss → masked-token
 accuracy of teacher and student on held-out text → OUT (student folder) + OUT/pretrain.json.
+
+The headless recipe (`HeadlessLossConfig`) needs no MLM head: the bare encoders, the plain text, the last
+layer's attention (and value relation) KL and hidden-state cosine as loss, and the same two measured on the
+held-out text for the student before and after training.
 
 Every input is checked before any work starts. Under `torchrun` every process trains (DDP), while
 only the main process prepares corpora, fits the head, evaluates and writes OUT (the others wait).
@@ -12,12 +16,13 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import datasets
 import numpy as np
 import torch
-from transformers import AutoModelForMaskedLM, set_seed
+from transformers import AutoModel, AutoModelForMaskedLM, set_seed
 
 from .artifacts import check_output, partial_dir, publish, read_json, start_partial, write_json
 from .data.corpus import CORPUS_INFO, check_prepared, is_prepared, prepare_corpus, text_files
@@ -28,7 +33,9 @@ from .pipeline import console, save_model, versions
 from .student import build_student, choose_layers, teacher_depth
 from .train.common import (TrainConfig, drop_incomplete_checkpoints, last_checkpoint, on_main,
                            training_arguments)
-from .train.general import GeneralDistillationTrainer, Masker, MaskingCollator, PaddingCollator, TripleLossConfig
+from .train.general import (ATTENTION_PROJECTIONS, GeneralDistillationTrainer, HeadlessDistillationTrainer,
+                            HeadlessLossConfig, Masker, MaskingCollator, PaddingCollator, TripleLossConfig,
+                            headless_terms)
 
 HEAD_DIR = "teacher_with_head"  # the teacher with its fitted head: reused by --resume, kept in OUT
 
@@ -75,15 +82,55 @@ def mlm_accuracy(model, tokenizer, ds, weights, batch_size: int = 64, seed: int 
     return correct / max(total, 1)
 
 
+@torch.no_grad()
+def headless_eval(student, teacher, ds, pad_id: int, value: bool, cos: bool, batch_size: int = 64) -> dict:
+    """Teacher-vs-student last-layer attention KL (and value-relation KL) and mean hidden-state cosine,
+    averaged over the real tokens of `ds` (cosine None when `cos` is off: different widths)."""
+    student.eval()
+    device = next(student.parameters()).device
+    collate = PaddingCollator(pad_id)
+    sums, tokens = defaultdict(float), 0
+    for start in range(0, len(ds), batch_size):
+        rows = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
+        batch = {k: v.to(device) for k, v in collate(rows).items()}
+        terms, _ = headless_terms(student, teacher, batch, value=value, cos=cos)
+        n = batch["attention_mask"].sum().item()
+        for name, term in terms.items():
+            sums[name] += term.item() * n
+        tokens += n
+    mean = {name: total / max(tokens, 1) for name, total in sums.items()}
+    return {"attention_kl": mean["attn"], "value_relation_kl": mean.get("value"),
+            "hidden_cosine": 1.0 - mean["cos"] if cos else None}
+
+
+def check_headless(name: str, config) -> None:
+    if config.model_type not in ATTENTION_PROJECTIONS:
+        raise ModelError(f"{name} is a {config.model_type!r} model: --recipe headless reads the attention of "
+                         f"{', '.join(sorted(ATTENTION_PROJECTIONS))} models")
+
+
 def check_inputs(teacher: str, tokenizer, corpus: str, eval_corpus: str | None, student: str | None,
-                 layers: str | None, loss: TripleLossConfig, fit_head: bool, max_len: int, out: Path,
-                 overwrite: bool) -> dict:
+                 layers: str | None, loss: TripleLossConfig | HeadlessLossConfig, fit_head: bool, max_len: int,
+                 out: Path, overwrite: bool) -> dict:
     """Refuse bad input before any work; returns corpus.json of the corpora given already prepared."""
     loss.check()
+    headless = isinstance(loss, HeadlessLossConfig)
+    if headless and fit_head:
+        raise ModelError("--fit-mlm-head is for --recipe triple: --recipe headless uses no masked-LM head")
     check_output(out, overwrite)
     t_config = load_config(teacher)
-    if not has_mlm_head(teacher) and not fit_head:
-        raise ModelError(f"{teacher} has no masked-LM head: pass --fit-mlm-head to fit one on the frozen teacher")
+    if not headless and not has_mlm_head(teacher) and not fit_head:
+        raise ModelError(f"{teacher} has no masked-LM head: pass --fit-mlm-head to fit one on the frozen teacher, "
+                         "or --recipe headless to distil its attention and hidden states without a head")
+    if headless:
+        check_headless(teacher, t_config)
+    if student is not None and headless:
+        s_config = load_config(student)
+        check_headless(student, s_config)
+        if s_config.num_attention_heads != t_config.num_attention_heads:
+            raise ModelError(f"{student} has {s_config.num_attention_heads} attention heads, its teacher {teacher} "
+                             f"{t_config.num_attention_heads}: --recipe headless compares the attention head by head, "
+                             "so expected the same number of heads")
     if student is None:
         choose_layers(teacher_depth(t_config), layers)
     else:
@@ -130,13 +177,15 @@ def _load_corpora(train_dir: Path, eval_dir: Path | None, eval_sequences: int, c
     return train_ds, held_out.select(range(min(eval_sequences, len(held_out)))), weights
 
 
-def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: TripleLossConfig,
+def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: TripleLossConfig | HeadlessLossConfig,
              student: str | None = None, layers: str | None = None, eval_corpus: str | None = None,
              fit_head: bool = False, head_steps: int = 300, max_len: int = 128, eval_sequences: int = 500,
              overwrite: bool = False, resume: bool = False) -> dict:
     """Distil a general-purpose student from `teacher` on `corpus`; returns pretrain.json's content.
 
-    Under torchrun, processes other than the main one return only their rank, world size and steps.
+    `loss` picks the recipe: `TripleLossConfig` (DistilBERT, masked-LM teacher and student) or
+    `HeadlessLossConfig` (bare encoders, no masking). Under torchrun, processes other than the main one
+    return only their rank, world size and steps.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -150,7 +199,8 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
     set_seed(cfg.seed)  # the fitted head's init and the student's training repeat exactly
     train_dir = Path(corpus) if "corpus" in prepared else tmp / "corpus"
     eval_dir = (Path(eval_corpus) if "eval_corpus" in prepared else tmp / "eval_corpus") if eval_corpus else None
-    needs_head = not has_mlm_head(teacher)
+    headless = isinstance(loss, HeadlessLossConfig)
+    needs_head = not headless and not has_mlm_head(teacher)
 
     def prepare() -> None:  # main process: output folder, corpora, fitted head; a failure leaves nothing new
         fresh = not (resume and tmp.exists())
@@ -179,19 +229,32 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
 
     on_main(args, prepare)
     train_ds, held_out, weights = _load_corpora(train_dir, eval_dir, eval_sequences, corpus)
-    teacher_model = AutoModelForMaskedLM.from_pretrained(tmp / HEAD_DIR if needs_head else teacher,
-                                                         use_safetensors=True, trust_remote_code=False).eval()
+    auto = AutoModel if headless else AutoModelForMaskedLM  # headless: the bare encoders, no head anywhere
+    teacher_model = auto.from_pretrained(tmp / HEAD_DIR if needs_head else teacher,
+                                         use_safetensors=True, trust_remote_code=False).eval()
     if student is None:
         layer_map = choose_layers(teacher_depth(teacher_model.config), layers)
         student_model = build_student(teacher_model, layer_map)
     else:
         layer_map = None
-        student_model = AutoModelForMaskedLM.from_pretrained(student, use_safetensors=True, trust_remote_code=False)
+        student_model = auto.from_pretrained(student, use_safetensors=True, trust_remote_code=False)
     teacher_model.to(args.device)
-    teacher_acc = on_main(args, lambda: mlm_accuracy(teacher_model, tokenizer, held_out, weights))
-    trainer = GeneralDistillationTrainer(
-        model=student_model, args=args, train_dataset=train_ds, data_collator=PaddingCollator(tokenizer.pad_token_id),
-        teacher=teacher_model, loss_config=loss, masker=Masker(tokenizer, weights))
+    collator = PaddingCollator(tokenizer.pad_token_id)
+    if headless:
+        student_model.to(args.device)
+
+        def evaluate() -> dict:
+            return headless_eval(student_model, teacher_model, held_out, tokenizer.pad_token_id,
+                                 value=loss.alpha_value > 0, cos=loss.alpha_cos > 0)
+
+        before = on_main(args, evaluate)  # the initialisation, so the effect of training is visible
+        trainer = HeadlessDistillationTrainer(model=student_model, args=args, train_dataset=train_ds,
+                                              data_collator=collator, teacher=teacher_model, loss_config=loss)
+    else:
+        teacher_acc = on_main(args, lambda: mlm_accuracy(teacher_model, tokenizer, held_out, weights))
+        trainer = GeneralDistillationTrainer(model=student_model, args=args, train_dataset=train_ds,
+                                             data_collator=collator, teacher=teacher_model, loss_config=loss,
+                                             masker=Masker(tokenizer, weights))
     checkpoint = last_checkpoint(tmp / "checkpoints") if resume else None
     result = trainer.train(resume_from_checkpoint=checkpoint)
     # Mixed precision wraps model.forward in autocast; unwrap so evaluation runs in fp32, like a reload.
@@ -200,9 +263,16 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
     console.print(f"rank {rank}/{world}: trained {steps} steps, last loss {trainer.last_loss:.6f}", highlight=False)
 
     def finish() -> dict:  # main process: evaluate, write OUT
-        student_acc = mlm_accuracy(student_model, tokenizer, held_out, weights)
+        if headless:
+            after = evaluate()
+            scores = {f"{name}_{when}": value for when, values in (("before", before), ("after", after))
+                      for name, value in values.items()}
+        else:
+            student_acc = mlm_accuracy(student_model, tokenizer, held_out, weights)
+            scores = {"teacher_mlm_accuracy": teacher_acc, "student_mlm_accuracy": student_acc,
+                      "accuracy_ratio": student_acc / max(teacher_acc, 1e-9)}
         info = {
-            "stage": "pretrain",
+            "stage": "pretrain", "recipe": "headless" if headless else "triple",
             "teacher": str(teacher),
             "student_init": str(student) if student else {"built_from": str(teacher), "layer_map": layer_map},
             "corpus": str(corpus), "eval_corpus": str(eval_corpus) if eval_corpus else "held-out tail of the corpus",
@@ -210,8 +280,7 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
             "train_sequences": len(train_ds), "held_out_sequences": len(held_out),
             "config": cfg.to_dict(), "loss": vars(loss), "fit_mlm_head": needs_head,
             "world_size": world, "resumed_from": checkpoint and Path(checkpoint).name, "steps": steps,
-            "teacher_mlm_accuracy": teacher_acc, "student_mlm_accuracy": student_acc,
-            "accuracy_ratio": student_acc / max(teacher_acc, 1e-9),
+            **scores,
             "train_seconds": float(result.metrics["train_runtime"]),
             "loss_history": [h for h in trainer.state.log_history if "loss" in h],
             "wall_seconds": time.perf_counter() - start, "versions": versions(),

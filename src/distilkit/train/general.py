@@ -169,3 +169,96 @@ class GeneralDistillationTrainer(Trainer):
     def log(self, logs, *args, **kwargs):
         add_loss_terms(logs, self._terms)
         super().log(logs, *args, **kwargs)
+
+
+# --- the headless recipe: no masking, no MLM head ---------------------------------------------------
+#
+#     loss = α_attn·L_attn + α_value·L_value + α_cos·L_cos                defaults 1 / 1 / 1
+#
+# L_attn: KL(teacher‖student) between the last layers' attention distributions, L_value: between their
+# value relations softmax(V·Vᵀ/√d_k) (MiniLM, Wang et al. 2020), both per head over real query tokens;
+# L_cos: 1 − cos of the last hidden states on real tokens. Both models see the plain text. The attention
+# is recomputed from the last layer's input with that layer's own projections rather than taken from
+# `output_attentions`: that needs eager attention and, in training, returns the weights after dropout.
+
+
+@dataclass
+class HeadlessLossConfig:
+    alpha_attn: float = 1.0
+    alpha_value: float = 1.0
+    alpha_cos: float = 1.0
+
+    def check(self) -> None:
+        weights = (self.alpha_attn, self.alpha_value, self.alpha_cos)
+        if any(a < 0 for a in weights) or sum(weights) == 0:
+            raise ValueError(f"loss weights --alpha-attn/--alpha-value/--alpha-cos = {weights}: "
+                             "expected non-negative, not all zero")
+
+
+# Where a family keeps its layers and, in each, the query/key/value projections of its self-attention.
+_BERT_QKV = ("encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value"))
+ATTENTION_PROJECTIONS = {
+    "distilbert": ("transformer.layer", ("attention.q_lin", "attention.k_lin", "attention.v_lin")),
+    **{family: _BERT_QKV for family in ("bert", "roberta", "xlm-roberta", "camembert", "electra")},
+}
+
+
+def last_layer_qkv(model, layer_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries, keys and values of the last layer, (batch, heads, seq, head size), from that layer's input."""
+    prefix, names = ATTENTION_PROJECTIONS[model.config.model_type]
+    layer = model.base_model.get_submodule(prefix)[-1]
+    heads = model.config.num_attention_heads
+    batch, seq, _ = layer_input.shape
+    return tuple(layer.get_submodule(name)(layer_input).view(batch, seq, heads, -1).transpose(1, 2)
+                 for name in names)
+
+
+def headless_terms(student, teacher, inputs: dict, value: bool = True, cos: bool = True,
+                   student_core=None) -> tuple[dict[str, torch.Tensor], object]:
+    """The unweighted headless terms (attn, and value / cos when asked) and the student's output.
+
+    `student` is called (it may be DDP-wrapped); `student_core` is the bare model, for its projections.
+    """
+    core = student_core if student_core is not None else student
+    mask = inputs["attention_mask"]
+    out = student(**inputs, output_hidden_states=True)
+    with torch.no_grad():
+        t_out = teacher(**inputs, output_hidden_states=True)
+        tq, tk, tv = last_layer_qkv(teacher, t_out.hidden_states[-2])
+    sq, sk, sv = last_layer_qkv(core, out.hidden_states[-2])
+    terms = {"attn": losses.attention_kl(losses.self_attention_relation(sq, sk, mask),
+                                         losses.self_attention_relation(tq, tk, mask), mask)}
+    if value:
+        terms["value"] = losses.value_relation_kl(sv, tv, mask)
+    if cos:
+        terms["cos"] = losses.hidden_cosine(out.hidden_states[-1], t_out.hidden_states[-1], mask)
+    return terms, out
+
+
+class HeadlessDistillationTrainer(GeneralDistillationTrainer):
+    """`Trainer` whose loss is the headless recipe against a frozen encoder: no masking, no head.
+
+    The data order, checkpoints and resume are the parent's (seeded `EpochSampler`).
+    """
+
+    def __init__(self, *args, teacher, loss_config: HeadlessLossConfig, **kwargs):
+        super().__init__(*args, teacher=teacher, loss_config=loss_config, masker=None, **kwargs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        return Trainer.training_step(self, model, inputs, num_items_in_batch)  # the plain text, never masked
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        c = self.loss_config
+        terms, out = headless_terms(model, self.teacher, inputs, value=c.alpha_value > 0, cos=c.alpha_cos > 0,
+                                    student_core=self.accelerator.unwrap_model(model))
+        loss = c.alpha_attn * terms["attn"]
+        if c.alpha_value:
+            loss = loss + c.alpha_value * terms["value"]
+        if c.alpha_cos:
+            loss = loss + c.alpha_cos * terms["cos"]
+        else:  # zero gradients for the last layer's output side, which DDP (find_unused_parameters off) awaits
+            loss = loss + 0.0 * out.hidden_states[-1].sum()
+        for name, value in terms.items():
+            self._terms[f"loss_{name}"].append(value.item())
+        self.last_loss = loss.item()
+        return (loss, out) if return_outputs else loss
