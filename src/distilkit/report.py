@@ -177,6 +177,7 @@ def write_glue_report(glue: dict, out: Path) -> Path:
         for name, m in glue["models"].items():
             seeds = m["tasks"][task]["seeds"]
             lines.append(f"| {task} | {name} | " + " | ".join(f"{seeds[str(s)]['score'] * 100:.2f}" for s in glue["seeds"]) + " |")
+    lines.append("")
     lines += _sweep_section(out)
     lines += ["## Data and hyper-parameters", ""]
     for task in glue["tasks"]:
