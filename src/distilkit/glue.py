@@ -31,8 +31,8 @@ from .student import choose_layers, teacher_depth
 from .train.common import TrainConfig
 from .train.task import DistillConfig
 
-GLUE_ORDER = list(GLUE_TASKS)  # the paper's column order is alphabetical by task folder
-PAPER_ORDER = sorted(GLUE_TASKS, key=lambda t: GLUE_TASKS[t].folder.lower())
+PAPER_ORDER = sorted(  # the paper's column order: alphabetical by task folder
+    GLUE_TASKS, key=lambda t: GLUE_TASKS[t].folder.lower())
 METRIC_LABELS = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "P", "spearman": "S"}
 
 
@@ -58,18 +58,17 @@ def parse_per_task(spec: str | None, tasks: list[str], cast=float, option: str =
     default = None
     for part in [p.strip() for p in str(spec).split(",") if p.strip()]:
         name, sep, value = part.partition("=")
+        task = get_task(name.strip()).name if sep else None
+        if task is not None and task not in tasks:
+            raise ValueError(f"{option}: task {task!r} is not among --tasks ({', '.join(tasks)})")
         try:
-            if sep:
-                task = get_task(name.strip()).name
-                if task not in tasks:
-                    raise ValueError(f"{option}: task {task!r} is not among --tasks ({', '.join(tasks)})")
-                out[task] = cast(value)
-            else:
-                default = cast(part)
-        except ValueError as err:
-            if "--tasks" in str(err):
-                raise
+            number = cast(value if sep else part)
+        except ValueError:
             raise ValueError(f"{option}: cannot read {part!r} (expected VALUE or TASK=VALUE, comma-separated)") from None
+        if task is None:
+            default = number
+        else:
+            out[task] = number
     if default is not None:
         for task in tasks:
             out.setdefault(task, default)
@@ -176,10 +175,10 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
     if sweep_depths and get_task(sweep_task).name not in tasks:
         raise ValueError(f"--sweep-task {sweep_task} is not among --tasks ({', '.join(tasks)})")
     runs: dict[str, dict[int, dict]] = {}
-    data_info = {}
+    data_info, loaded = {}, {}
     for t_index, task in enumerate(tasks, 1):
         recipe = recipes[task]
-        data = load_task_data(task, data_dir, train_limit=recipe.train_limit, dev_limit=dev_limit)
+        data = loaded[task] = load_task_data(task, data_dir, train_limit=recipe.train_limit, dev_limit=dev_limit)
         data_info[task] = {"source": data.source, "train_examples": len(data.train),
                            "dev_examples": {k: len(v) for k, v in data.dev.items()}}
         runs[task] = {}
@@ -197,8 +196,7 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
         task = get_task(sweep_task).name
         console.rule(f"[bold]sweep[/]: {task}, depths {sweep_depths}, {', '.join(sweep_precisions)}")
         recipe = recipes[task]
-        data = load_task_data(task, data_dir, train_limit=recipe.train_limit, dev_limit=dev_limit)
-        sweep = run_sweep(str(_seed_dir(out, task, seeds[0]) / "teacher"), data, list(sweep_depths), out / "sweep",
+        sweep = run_sweep(str(_seed_dir(out, task, seeds[0]) / "teacher"), loaded[task], list(sweep_depths), out / "sweep",
                           replace(recipe.student, seed=seeds[0]), recipe.distillation, out / "cache",
                           precisions=tuple(sweep_precisions), **(sweep_options or {}))
     from .bench import hardware

@@ -79,18 +79,21 @@ def write_report(metrics: dict, out: Path) -> Path:
 # --- distil glue: the paper's table, per-task bars, and the full report ---------------------------
 
 
+def _metric_names(result: dict) -> list[str]:
+    """The task's own metrics in a glue.json task entry (not the score, its spread or the seeds)."""
+    return [k for k in result if k not in ("score", "score_std", "seeds")]
+
+
 def _task_header(glue: dict, task: str) -> str:
     from .data.glue import get_task
     from .glue import METRIC_LABELS
 
-    spec = get_task(task)
-    keys = [k for k in glue["models"]["teacher"]["tasks"][task] if k not in ("score", "score_std", "seeds")]
-    return f"{spec.folder} ({'/'.join(METRIC_LABELS.get(k, k) for k in keys)})"
+    keys = _metric_names(glue["models"]["teacher"]["tasks"][task])
+    return f"{get_task(task).folder} ({'/'.join(METRIC_LABELS.get(k, k) for k in keys)})"
 
 
 def _task_cell(result: dict, spread: bool) -> str:
-    keys = [k for k in result if k not in ("score", "score_std", "seeds")]
-    cell = "/".join(f"{result[k] * 100:.1f}" for k in keys)
+    cell = "/".join(f"{result[k] * 100:.1f}" for k in _metric_names(result))
     return cell + (f" ±{result['score_std'] * 100:.1f}" if spread else "")
 
 
