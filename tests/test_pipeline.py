@@ -248,3 +248,73 @@ def test_distillation_step_is_the_same_with_gradient_accumulation(tiny_teacher, 
         logged[accumulation] = next(h for h in trainer.state.log_history if "grad_norm" in h)
     assert logged[2]["grad_norm"] == pytest.approx(logged[1]["grad_norm"], rel=1e-4)
     assert float(logged[2]["loss"]) == pytest.approx(float(logged[1]["loss"]), rel=1e-3)
+
+
+def test_matching_layers_is_uniform_and_includes_the_embeddings():
+    from distilkit.train.task import matching_layers
+
+    assert matching_layers(3, 6) == [(0, 0), (1, 2), (2, 4), (3, 6)]
+    assert matching_layers(1, 6) == [(0, 0), (1, 6)]
+    assert matching_layers(4, 4) == [(m, m) for m in range(5)]
+
+
+def _hidden_gap(student_dir, teacher_dir, data, layers) -> float:
+    """Mean hidden-state MSE between student and teacher over the dev rows, at the matching layers."""
+    import torch
+
+    from distilkit.models import load_classifier, load_tokenizer
+    from distilkit.train.task import matching_layers
+
+    tokenizer = load_tokenizer(str(teacher_dir))
+    teacher = load_classifier(str(teacher_dir)).eval()
+    student = load_classifier(str(student_dir)).eval()
+    batch = tokenizer(list(next(iter(data.dev.values()))["text"]), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        t = teacher(**batch, output_hidden_states=True).hidden_states
+        s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    output_hidden_states=True).hidden_states
+    from distilkit import losses
+
+    pairs = matching_layers(layers, teacher.config.num_hidden_layers)
+    return float(sum(losses.hidden_mse(s[i], t[j], batch["attention_mask"]) for i, j in pairs) / len(pairs))
+
+
+def test_intermediate_layer_loss_brings_student_states_towards_the_teacher(tiny_teacher, tiny_glue, tmp_path):
+    data = load_task_data("sst2", tiny_glue)
+    teacher = tmp_path / "teacher"
+    finetune_teacher(str(tiny_teacher), data, FAST, teacher)
+    cfg = TrainConfig(epochs=4, batch_size=16, learning_rate=1e-3, max_length=32, bf16=False, save_steps=100)
+    plain = distil_task(str(teacher), data, cfg, DistillConfig(), tmp_path / "plain", tmp_path / "cache", layers="0,2")
+    hidden = distil_task(str(teacher), data, cfg, DistillConfig(hidden_weight=10.0), tmp_path / "hidden",
+                         tmp_path / "cache", layers="0,2")
+    assert "hidden_weight" not in plain["distillation"] and hidden["distillation"]["hidden_weight"] == 10.0
+    assert hidden["teacher_outputs_seconds"] == 0.0  # the logits are still the cached ones
+    gap_plain = _hidden_gap(tmp_path / "plain", teacher, data, 2)
+    gap_hidden = _hidden_gap(tmp_path / "hidden", teacher, data, 2)
+    assert gap_hidden < 0.5 * gap_plain, (gap_hidden, gap_plain)
+
+
+def test_online_teacher_gets_token_type_ids_the_student_does_not_take(tiny_teacher, tmp_path):
+    """Pairs: the DistilBERT student takes no token_type_ids, but the BERT teacher's states need them."""
+    import datasets
+
+    from distilkit.models import load_classifier, load_tokenizer
+    from distilkit.student import build_student
+    from distilkit.train.common import encode
+    from distilkit.train.task import distill
+
+    tokenizer = load_tokenizer(str(tiny_teacher))
+    rows = {"text": ["good movie", "bad plot"] * 4, "text_pair": ["the film was great", "a dull story"] * 4,
+            "label": [1, 0] * 4}
+    ds = encode(datasets.Dataset.from_dict(rows), tokenizer, 32)
+    ds = ds.add_column("teacher_logits", [[0.0, 1.0], [1.0, 0.0]] * 4)
+    teacher = load_classifier(str(tiny_teacher), num_labels=2).eval()
+    student = build_student(teacher, [0, 2])
+    seen = []
+    teacher.register_forward_pre_hook(lambda module, args, kwargs: seen.append(set(kwargs)), with_kwargs=True)
+    cfg = TrainConfig(max_steps=2, batch_size=4, bf16=False, save_steps=100)
+    distill(student, tokenizer, ds, cfg, DistillConfig(hidden_weight=1.0), False, tmp_path / "ckpt", teacher=teacher)
+    assert student.config.model_type == "distilbert"
+    assert len(seen) == 2 and all("token_type_ids" in keys for keys in seen)
+    with pytest.raises(ValueError, match="needs the teacher model"):
+        distill(student, tokenizer, ds, cfg, DistillConfig(hidden_weight=1.0), False, tmp_path / "ckpt2")

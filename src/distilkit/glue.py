@@ -238,6 +238,7 @@ DEFAULTS = {
     "temperature": {"_": 2.0},
     "cls_weight": {"_": 0.0},
     "augment": {"_": 0},
+    "hidden_weight": {"_": 0.0},
     "train_limit": {"sst2": 20000, "_": 0},
 }
 
@@ -258,7 +259,7 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
             teacher=cfg(values["teacher_epochs"][t], values["teacher_lr"][t]),
             student=cfg(values["epochs"][t], values["lr"][t]),
             distillation=DistillConfig(values["alpha"][t], values["temperature"][t], values["cls_weight"][t],
-                                       values["augment"][t]),
+                                       values["augment"][t], values["hidden_weight"][t]),
             train_limit=values["train_limit"][t] or None,
         )
     return recipes
