@@ -146,6 +146,10 @@ def test_per_task_values():
     assert recipes["cola"].student.epochs == 6 and recipes["sst2"].student.epochs == 4
     assert recipes["sst2"].teacher.epochs == 1 and recipes["cola"].teacher.epochs == 3  # DEFAULTS
     assert recipes["sst2"].train_limit is None
+    recipes = build_recipes(tasks, {"hidden_weight": "0,cola=1", "augment": "stsb=4"})
+    assert [recipes[t].distillation.hidden_weight for t in tasks] == [0.0, 1.0, 0.0]
+    assert [recipes[t].distillation.augment for t in tasks] == [0, 0, 4]
+    assert "hidden_weight" not in recipes["sst2"].distillation.to_dict()  # older records still match
 
 
 def test_glue_command_prints_the_table_and_refuses_bad_options(tiny_teacher, suite_glue, tmp_path):
