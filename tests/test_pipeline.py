@@ -318,3 +318,24 @@ def test_online_teacher_gets_token_type_ids_the_student_does_not_take(tiny_teach
     assert len(seen) == 2 and all("token_type_ids" in keys for keys in seen)
     with pytest.raises(ValueError, match="needs the teacher model"):
         distill(student, tokenizer, ds, cfg, DistillConfig(hidden_weight=1.0), False, tmp_path / "ckpt2")
+
+
+def test_reuse_sees_one_data_folder_spelt_two_ways(tmp_path, monkeypatch):
+    from distilkit.pipeline import StageConfigError, reuse_or_run
+
+    (tmp_path / "glue").mkdir()
+    (tmp_path / "other").mkdir()
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    write_json(stage / "distil.json", {"stage": "finetune", "data": {"glue_task": "cola", "data_dir": str(tmp_path / "glue")}})
+    monkeypatch.chdir(tmp_path / "other")
+
+    def build():
+        raise AssertionError("a finished stage was rebuilt")
+
+    info = reuse_or_run(stage, {"stage": "finetune", "data": {"glue_task": "cola", "data_dir": "../glue"}}, build)
+    assert info["stage"] == "finetune"
+    with pytest.raises(StageConfigError, match="data="):
+        reuse_or_run(stage, {"stage": "finetune", "data": {"glue_task": "cola", "data_dir": "."}}, build)
+    with pytest.raises(StageConfigError, match="data="):
+        reuse_or_run(stage, {"stage": "finetune", "data": {"glue_task": "sst2", "data_dir": "../glue"}}, build)
