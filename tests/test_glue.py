@@ -144,11 +144,12 @@ def test_per_task_values():
         parse_per_task("sst2=x", tasks, option="--epochs")
     recipes = build_recipes(tasks, {"epochs": "4,cola=6", "train_limit": "0"})
     assert recipes["cola"].student.epochs == 6 and recipes["sst2"].student.epochs == 4
-    assert recipes["sst2"].teacher.epochs == 1 and recipes["cola"].teacher.epochs == 3  # DEFAULTS
+    assert recipes["sst2"].teacher.epochs == 1 and recipes["cola"].teacher.epochs == 5  # DEFAULTS
+    assert build_recipes(["rte"], {})["rte"].teacher.epochs == 3  # the generic default
     assert recipes["sst2"].train_limit is None
-    recipes = build_recipes(tasks, {"hidden_weight": "0,cola=1", "augment": "stsb=4"})
+    recipes = build_recipes(tasks, {"hidden_weight": "0,cola=1", "augment": "stsb=1"})
     assert [recipes[t].distillation.hidden_weight for t in tasks] == [0.0, 1.0, 0.0]
-    assert [recipes[t].distillation.augment for t in tasks] == [0, 0, 4]
+    assert [recipes[t].distillation.augment for t in tasks] == [0, 4, 1]  # cola: DEFAULTS
     assert "hidden_weight" not in recipes["sst2"].distillation.to_dict()  # older records still match
 
 

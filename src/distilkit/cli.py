@@ -333,17 +333,17 @@ def glue(
     seeds: str = typer.Option("42", "--seeds", help="Comma-separated seeds; each repeats every stage."),
     layers: Optional[str] = LayersOpt, num_layers: Optional[int] = NumLayersOpt,
     train_limit: Optional[str] = typer.Option(None, help="Training rows per task, 0 = all (default sst2=20000, others all)."),
-    teacher_epochs: Optional[str] = typer.Option(None, help="Teacher epochs: 3 or 3,sst2=1 (default sst2=1, others 3)."),
-    teacher_lr: Optional[str] = typer.Option(None, help="Teacher learning rate, same syntax (default 5e-5)."),
-    epochs: Optional[str] = typer.Option(None, help="Student (and baseline) epochs, same syntax (default sst2=1, others 3)."),
-    lr: Optional[str] = typer.Option(None, help="Student learning rate, same syntax (default 5e-5)."),
+    teacher_epochs: Optional[str] = typer.Option(None, help="Teacher epochs: 3 or 3,sst2=1 (default: glue.DEFAULTS)."),
+    teacher_lr: Optional[str] = typer.Option(None, help="Teacher learning rate, same syntax (default: glue.DEFAULTS)."),
+    epochs: Optional[str] = typer.Option(None, help="Student (and baseline) epochs, same syntax (default: glue.DEFAULTS)."),
+    lr: Optional[str] = typer.Option(None, help="Student learning rate, same syntax (default: glue.DEFAULTS)."),
     alpha: Optional[str] = typer.Option(None, help="Soft-target weight, same syntax (default 0.5)."),
     temperature: Optional[str] = typer.Option(None, help="Soft-target temperature, same syntax (default 2)."),
     cls_weight: Optional[str] = typer.Option(None, help="[CLS] cosine weight, same syntax (default 0)."),
     augment: Optional[str] = typer.Option(None, help="Perturbed teacher-labelled copies per training row, same "
-                                          "syntax (default 0)."),
+                                          "syntax (default: glue.DEFAULTS)."),
     hidden_weight: Optional[str] = typer.Option(None, help="Intermediate-layer hidden-state MSE weight, same syntax "
-                                                "(default 0)."),
+                                                "(default: glue.DEFAULTS)."),
     batch_size: int = 32, max_length: int = 128, dev_limit: Optional[int] = DevLimitOpt,
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the hard-label baseline."),
     compare: list[str] = typer.Option([], "--compare", help="NAME=PATH (or PATH) of another model to fine-tune and "
