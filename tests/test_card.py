@@ -85,3 +85,11 @@ def test_missing_metrics_is_a_clear_error(student, tmp_path):
     with pytest.raises(CardError):
         write_model_card(folder)
     assert not (folder / "README.md").exists()
+
+
+def test_card_names_the_intermediate_layer_loss_only_when_it_was_used(student, tmp_path):
+    plain = model_card(student, teacher_metrics=None).text
+    assert "intermediate-layer" not in plain
+    info = json.loads((student / "distil.json").read_text())
+    hidden = with_record(student, tmp_path, distillation={**info["distillation"], "hidden_weight": 1.0})
+    assert "plus 1.0·MSE between the student's hidden states" in model_card(hidden, teacher_metrics=None).text

@@ -166,6 +166,9 @@ def _loss(info: dict, regression: bool) -> str:
                 f"α = {d.get('alpha')}, T = {d.get('temperature')}")
     if d.get("cls_weight"):
         loss += f", plus {d['cls_weight']}·(1 − cos) between the student's and the teacher's final [CLS] states"
+    if d.get("hidden_weight"):
+        loss += (f", plus {d['hidden_weight']}·MSE between the student's hidden states and the teacher's at the matching "
+                 "depth, every layer and token (TinyBERT's intermediate-layer loss)")
     if d.get("augment"):
         loss += (f"; the training set was extended with {d['augment']} perturbed copies of each row (word deletions, "
                  f"swaps, repeats, replacements; {info.get('transfer_examples', '?')} rows in all), which carry the "
