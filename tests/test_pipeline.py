@@ -262,6 +262,7 @@ def _hidden_gap(student_dir, teacher_dir, data, layers) -> float:
     """Mean hidden-state MSE between student and teacher over the dev rows, at the matching layers."""
     import torch
 
+    from distilkit import losses
     from distilkit.models import load_classifier, load_tokenizer
     from distilkit.train.task import matching_layers
 
@@ -273,8 +274,6 @@ def _hidden_gap(student_dir, teacher_dir, data, layers) -> float:
         t = teacher(**batch, output_hidden_states=True).hidden_states
         s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     output_hidden_states=True).hidden_states
-    from distilkit import losses
-
     pairs = matching_layers(layers, teacher.config.num_hidden_layers)
     return float(sum(losses.hidden_mse(s[i], t[j], batch["attention_mask"]) for i, j in pairs) / len(pairs))
 
