@@ -5,8 +5,9 @@ import random
 
 import datasets
 import pytest
+import torch
 
-from distilkit.data.augment import NO_CLASS, augment, perturb
+from distilkit.data.augment import NO_CLASS, augment, embedding_neighbours, perturb, words_of
 from distilkit.data.task import load_task_data
 
 
@@ -16,6 +17,25 @@ def test_perturb_edits_and_repeats_with_the_seed():
     a = perturb(words, vocab, random.Random(1))
     assert a == perturb(words, vocab, random.Random(1)) and a != words
     assert perturb([], vocab, random.Random(1)) == []
+
+
+def test_embedding_neighbours_are_the_nearest_whole_word_tokens():
+    vocab = {"[PAD]": 0, "run": 1, "ran": 2, "running": 3, "table": 4, "##s": 5, "chair": 6}
+    emb = torch.tensor([[0.0, 0.0], [1.0, 0.1], [1.0, 0.0], [0.9, 0.2], [0.0, 1.0], [1.0, 0.05], [0.1, 1.0]])
+    table = embedding_neighbours(["ran", "table", "unknown", "[PAD]"], vocab, emb, k=2)
+    assert table == {"ran": ["run", "running"], "table": ["chair", "running"]}  # "##s" and "[PAD]" are no candidates
+    assert words_of(["Ran, quickly.", "the (table)"]) == ["quickly", "ran", "table", "the"]
+
+
+def test_replacements_come_from_the_neighbour_table_keeping_case_and_punctuation():
+    table = {"ran": ["run"], "he": ["him"]}
+    words = "He ran.".split()
+    seen = set()
+    for seed in range(200):
+        out = perturb(words, ["zzz"], random.Random(seed), rate=1.0, neighbours=table)
+        seen.update(out)
+    assert {"Him", "run."} <= seen  # capital and full stop kept around the neighbour
+    assert "zzz" not in seen  # every word has neighbours, so no random replacement
 
 
 def test_augment_keeps_originals_first_and_drops_gold_labels():
@@ -46,10 +66,10 @@ def test_distillation_with_augmented_copies(tiny_teacher, tiny_glue, tmp_path):
                        logging_steps=2)
     data = load_task_data("sst2", tiny_glue)
     finetune_teacher(str(tiny_teacher), data, fast, tmp_path / "teacher")
-    info = distil_task(str(tmp_path / "teacher"), data, fast, DistillConfig(augment=2), tmp_path / "student",
-                       tmp_path / "cache", layers="first-2")
+    info = distil_task(str(tmp_path / "teacher"), data, fast, DistillConfig(augment=2, augment_neighbours=4),
+                       tmp_path / "student", tmp_path / "cache", layers="first-2")
     assert info["train_examples"] == len(data.train) and info["transfer_examples"] == 3 * len(data.train)
-    assert info["distillation"]["augment"] == 2
+    assert info["distillation"]["augment"] == 2 and info["distillation"]["augment_neighbours"] == 4
     assert all(math.isfinite(v) for v in info["metrics"].values())
 
 
@@ -58,3 +78,4 @@ def test_records_without_augmentation_keep_their_old_shape():
 
     assert DistillConfig().to_dict() == {"alpha": 0.5, "temperature": 2.0, "cls_weight": 0.0}  # as before --augment
     assert DistillConfig(augment=2).to_dict()["augment"] == 2
+    assert DistillConfig(augment=2, augment_neighbours=8).to_dict()["augment_neighbours"] == 8

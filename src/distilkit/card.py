@@ -170,8 +170,10 @@ def _loss(info: dict, regression: bool) -> str:
         loss += (f", plus {d['hidden_weight']}·MSE between the student's hidden states and the teacher's at the matching "
                  "depth, every layer and token (TinyBERT's intermediate-layer loss)")
     if d.get("augment"):
+        replacements = (f"replacements by one of the word's {d['augment_neighbours']} nearest neighbours in the "
+                        "teacher's input embeddings" if d.get("augment_neighbours") else "replacements")
         loss += (f"; the training set was extended with {d['augment']} perturbed copies of each row (word deletions, "
-                 f"swaps, repeats, replacements; {info.get('transfer_examples', '?')} rows in all), which carry the "
+                 f"swaps, repeats, {replacements}; {info.get('transfer_examples', '?')} rows in all), which carry the "
                  "teacher's targets only")
     return loss
 

@@ -152,6 +152,8 @@ def task_cmd(
                                 "(a larger transfer set; 0: off)."),
     hidden_weight: float = typer.Option(0.0, help="Weight of the intermediate-layer loss: MSE between student and "
                                         "teacher hidden states, every layer and token (runs the teacher online; 0: off)."),
+    augment_neighbours: int = typer.Option(0, help="With --augment: a replaced word becomes one of its K nearest "
+                                           "neighbours in the teacher's input embeddings (0: a random training word)."),
     epochs: float = 3.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     cache_dir: Optional[Path] = typer.Option(None, help="Where teacher outputs are cached (default ~/.cache/distilkit)."),
@@ -165,7 +167,7 @@ def task_cmd(
     try:
         d = _data(task, data, train, dev, text_column, text_pair_column, label_column, regression, train_limit, dev_limit)
         info = distil_task(_teacher(teacher), d, _train_cfg(epochs, batch_size, lr, max_length, seed, bf16),
-                           DistillConfig(alpha, temperature, cls_weight, augment, hidden_weight), out, cache, student_dir, layers,
+                           DistillConfig(alpha, temperature, cls_weight, augment, hidden_weight, augment_neighbours), out, cache, student_dir, layers,
                            num_layers, overwrite, resume)
     except _user_errors() as err:
         _fail(err)
@@ -344,6 +346,8 @@ def glue(
                                           "syntax (default: glue.DEFAULTS)."),
     hidden_weight: Optional[str] = typer.Option(None, help="Intermediate-layer hidden-state MSE weight, same syntax "
                                                 "(default: glue.DEFAULTS)."),
+    augment_neighbours: Optional[str] = typer.Option(None, help="Teacher-embedding neighbours a perturbed copy's "
+                                                     "replaced word is drawn from, same syntax (default: glue.DEFAULTS)."),
     batch_size: int = 32, max_length: int = 128, dev_limit: Optional[int] = DevLimitOpt,
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the hard-label baseline."),
     compare: list[str] = typer.Option([], "--compare", help="NAME=PATH (or PATH) of another model to fine-tune and "
@@ -369,7 +373,7 @@ def glue(
         recipes = build_recipes(task_list, {
             "train_limit": train_limit, "teacher_epochs": teacher_epochs, "teacher_lr": teacher_lr, "epochs": epochs,
             "lr": lr, "alpha": alpha, "temperature": temperature, "cls_weight": cls_weight, "augment": augment,
-            "hidden_weight": hidden_weight},
+            "hidden_weight": hidden_weight, "augment_neighbours": augment_neighbours},
             batch_size, max_length, bf16)
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         others = {}

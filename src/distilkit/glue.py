@@ -242,6 +242,7 @@ DEFAULTS = {
     "cls_weight": {"_": 0.0},
     "augment": {"mrpc": 2, "stsb": 4, "cola": 4, "_": 0},
     "hidden_weight": {"stsb": 1.0, "cola": 1.0, "_": 0.0},
+    "augment_neighbours": {"_": 0},
     "train_limit": {"sst2": 20000, "_": 0},
 }
 
@@ -251,7 +252,7 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
     """One TaskRecipe per task from DEFAULTS and per-task override strings ('3,sst2=1')."""
     values = {}
     for key, defaults in DEFAULTS.items():
-        cast = int if key in ("train_limit", "augment") else float
+        cast = int if key in ("train_limit", "augment", "augment_neighbours") else float
         given = parse_per_task(overrides.get(key), tasks, cast, "--" + key.replace("_", "-"))
         values[key] = {t: given.get(t, defaults.get(t, defaults["_"])) for t in tasks}
     recipes = {}
@@ -262,7 +263,8 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
             teacher=cfg(values["teacher_epochs"][t], values["teacher_lr"][t]),
             student=cfg(values["epochs"][t], values["lr"][t]),
             distillation=DistillConfig(values["alpha"][t], values["temperature"][t], values["cls_weight"][t],
-                                       values["augment"][t], values["hidden_weight"][t]),
+                                       values["augment"][t], values["hidden_weight"][t],
+                                       values["augment_neighbours"][t]),
             train_limit=values["train_limit"][t] or None,
         )
     return recipes

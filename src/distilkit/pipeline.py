@@ -21,7 +21,7 @@ from transformers import AutoModel, AutoModelForMaskedLM
 
 from . import __version__
 from .artifacts import atomic_output_dir, read_json, write_json
-from .data.augment import augment
+from .data.augment import augment, embedding_neighbours, words_of
 from .data.task import TaskData
 from .evaluate import evaluate_model
 from .models import ModelError, count_parameters, has_classifier_head, load_classifier, load_config, load_tokenizer
@@ -157,6 +157,15 @@ def teacher_outputs_cached(teacher_dir: str, teacher, tokenizer, texts: datasets
     return datasets.load_from_disk(str(path)), seconds
 
 
+def _neighbour_table(train: datasets.Dataset, tokenizer, teacher, dcfg) -> dict[str, list[str]] | None:
+    """Replacement candidates for --augment-neighbours: each training word's nearest teacher-embedding tokens."""
+    if not (dcfg.augment and dcfg.augment_neighbours):
+        return None
+    texts = list(train["text"]) + (list(train["text_pair"]) if "text_pair" in train.column_names else [])
+    return embedding_neighbours(words_of(texts), tokenizer.get_vocab(), teacher.get_input_embeddings().weight,
+                                dcfg.augment_neighbours)
+
+
 def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillConfig, out: Path, cache_dir: Path,
                 student: str | None = None, layers: str | None = None, num_layers: int | None = None,
                 overwrite: bool = False, resume: bool = False) -> dict:
@@ -174,7 +183,8 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
             student_model = _task_model(student, data)
             origin = {"student_init": str(student)}
         student_model.config.problem_type = teacher_model.config.problem_type
-        transfer = augment(data.train, dcfg.augment, cfg.seed)
+        transfer = augment(data.train, dcfg.augment, cfg.seed,
+                           neighbours=_neighbour_table(data.train, tokenizer, teacher_model, dcfg))
         if dcfg.augment:
             console.print(f"transfer set: {len(data.train)} rows + {len(transfer) - len(data.train)} perturbed copies "
                           "(teacher targets only)")

@@ -4,8 +4,10 @@ The copies carry no gold label (-1 for a class, NaN for a score): the student le
 soft targets on them, and the gold labels only on the original rows. On small tasks the teacher's
 outputs on its own training set are close to the gold labels, so they teach little; on nearby,
 unseen inputs they carry the teacher's judgement (TinyBERT, Jiao et al. 2020, section 3.3, used
-word replacement for this). The perturbations here need no model: each word is, with probability
-`rate`, deleted, swapped with the next word, repeated, or replaced by a random training word.
+word replacement for this). The perturbations here need no extra model: each word is, with probability
+`rate`, deleted, swapped with the next word, repeated, or replaced. A replacement is a random training
+word, or, given a neighbour table, one of the word's nearest neighbours in the teacher's input
+embeddings (ran → run, running; himself → themselves): TinyBERT's GloVe candidates, without GloVe.
 """
 
 from __future__ import annotations
@@ -14,11 +16,57 @@ import math
 import random
 
 import datasets
+import torch
 
 NO_CLASS = -1  # label of an augmented row in a classification task
+PUNCTUATION = ",.;:!?\"'()"  # stripped from a word's ends before its neighbours are looked up
 
 
-def perturb(words: list[str], vocabulary: list[str], rng: random.Random, rate: float = 0.15) -> list[str]:
+def embedding_neighbours(words, vocab: dict[str, int], embeddings: torch.Tensor, k: int,
+                         chunk: int = 1024) -> dict[str, list[str]]:
+    """{word: its `k` nearest whole-word tokens by cosine in `embeddings` (vocab_size, dim)}.
+
+    Only words that are one alphabetic token of `vocab` (a WordPiece vocabulary, token → row) get
+    neighbours; the candidates are the vocabulary's alphabetic whole-word tokens."""
+    ids = {w: vocab[w] for w in sorted(set(words)) if w.isalpha() and w in vocab}
+    candidates = [tok for tok, i in sorted(vocab.items(), key=lambda kv: kv[1]) if tok.isalpha()]
+    if not ids or k <= 0:
+        return {}
+    unit = torch.nn.functional.normalize(embeddings.detach().float(), dim=1)
+    cand_rows = unit[[vocab[t] for t in candidates]]  # (C, dim)
+    names = list(ids)
+    table = {}
+    for start in range(0, len(names), chunk):
+        batch = names[start:start + chunk]
+        sims = unit[[ids[w] for w in batch]] @ cand_rows.T  # (B, C)
+        top = sims.topk(min(k + 1, len(candidates)), dim=1).indices
+        for word, row in zip(batch, top.tolist()):
+            table[word] = [candidates[j] for j in row if candidates[j] != word][:k]
+    return table
+
+
+def _replacement(word: str, vocabulary: list[str], neighbours: dict[str, list[str]] | None,
+                 rng: random.Random) -> str:
+    """A neighbour of `word`'s letters (punctuation and capital kept) if the table has one, else a random word."""
+    head = len(word) - len(word.lstrip(PUNCTUATION))
+    tail = len(word.rstrip(PUNCTUATION))
+    core = word[head:tail]
+    options = (neighbours or {}).get(core.lower())
+    if not options:
+        return rng.choice(vocabulary)
+    new = rng.choice(options)
+    if core[:1].isupper():
+        new = new[:1].upper() + new[1:]
+    return word[:head] + new + word[tail:]
+
+
+def words_of(texts) -> list[str]:
+    """Lower-cased letters of every whitespace-separated word (the keys of a neighbour table)."""
+    return sorted({w.strip(PUNCTUATION).lower() for text in texts for w in text.split()})
+
+
+def perturb(words: list[str], vocabulary: list[str], rng: random.Random, rate: float = 0.15,
+            neighbours: dict[str, list[str]] | None = None) -> list[str]:
     """One perturbed copy of `words` (at least one edit when there are words to edit)."""
     if not words:
         return []
@@ -33,14 +81,16 @@ def perturb(words: list[str], vocabulary: list[str], rng: random.Random, rate: f
         elif op == 2:
             out.insert(i, out[i])
         else:
-            out[i] = rng.choice(vocabulary)
+            out[i] = _replacement(out[i], vocabulary, neighbours, rng)
     return out
 
 
-def augment(ds: datasets.Dataset, copies: int, seed: int = 0, rate: float = 0.15) -> datasets.Dataset:
+def augment(ds: datasets.Dataset, copies: int, seed: int = 0, rate: float = 0.15,
+            neighbours: dict[str, list[str]] | None = None) -> datasets.Dataset:
     """`ds` followed by `copies` perturbed copies of each row, without gold labels.
 
-    Pair tasks: each copy perturbs one of the two texts, chosen at random."""
+    Pair tasks: each copy perturbs one of the two texts, chosen at random. `neighbours`
+    (embedding_neighbours) makes replacements nearby words instead of random ones."""
     if copies <= 0:
         return ds
     rng = random.Random(seed)
@@ -55,7 +105,7 @@ def augment(ds: datasets.Dataset, copies: int, seed: int = 0, rate: float = 0.15
             first = not has_pair or rng.random() < 0.5
             key = "text" if first else "text_pair"
             new = dict(row)
-            new[key] = " ".join(perturb(row[key].split(), vocabulary, rng, rate))
+            new[key] = " ".join(perturb(row[key].split(), vocabulary, rng, rate, neighbours))
             new["label"] = math.nan if regression else NO_CLASS
             for name in rows:
                 rows[name].append(new[name])

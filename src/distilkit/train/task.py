@@ -27,6 +27,9 @@ from .. import losses
 from .common import Collator, TrainConfig, add_loss_terms, model_inputs, predict_logits, training_arguments
 
 
+LATER_OPTIONS = ("augment", "hidden_weight", "augment_neighbours")  # recorded only when on
+
+
 @dataclass
 class DistillConfig:
     """Loss weights of task distillation; defaults are the recipe `distil run` uses."""
@@ -36,10 +39,12 @@ class DistillConfig:
     cls_weight: float = 0.0  # β on the cosine loss between final [CLS] states (0: off)
     augment: int = 0  # perturbed, teacher-labelled copies of each training row (data/augment.py; 0: off)
     hidden_weight: float = 0.0  # γ on the intermediate-layer hidden-state MSE (0: off; runs the teacher online)
+    augment_neighbours: int = 0  # a replaced word becomes one of its k teacher-embedding neighbours (0: random word)
 
     def to_dict(self) -> dict:
         """As recorded in distil.json; options added later only when on, so older records still match."""
-        return {k: v for k, v in vars(self).items() if k not in ("augment", "hidden_weight") or v}
+        return {k: v for k, v in vars(self).items() if k not in LATER_OPTIONS or v}
+
 
 
 def matching_layers(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
