@@ -79,3 +79,19 @@ def test_records_without_augmentation_keep_their_old_shape():
     assert DistillConfig().to_dict() == {"alpha": 0.5, "temperature": 2.0, "cls_weight": 0.0}  # as before --augment
     assert DistillConfig(augment=2).to_dict()["augment"] == 2
     assert DistillConfig(augment=2, augment_neighbours=8).to_dict()["augment_neighbours"] == 8
+
+
+def test_bad_distillation_options_are_refused_with_their_names(tmp_path):
+    from typer.testing import CliRunner
+
+    from distilkit.cli import app
+    from distilkit.train.task import DistillConfig
+
+    with pytest.raises(ValueError, match="augment-neighbours must be >= 0, got -1"):
+        DistillConfig(augment=2, augment_neighbours=-1)
+    with pytest.raises(ValueError, match="alpha must be in \\[0, 1\\], got 1.5.*temperature must be > 0"):
+        DistillConfig(alpha=1.5, temperature=0)
+    result = CliRunner().invoke(app, ["task", "--teacher", str(tmp_path), "--task", "sst2", "--out",
+                                      str(tmp_path / "s"), "--augment", "-2"])
+    assert result.exit_code != 0 and "augment must be >= 0, got -2" in result.output
+    assert not (tmp_path / "s").exists()

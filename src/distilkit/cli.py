@@ -166,10 +166,10 @@ def task_cmd(
     cache = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "distilkit"
     try:
         d = _data(task, data, train, dev, text_column, text_pair_column, label_column, regression, train_limit, dev_limit)
-        info = distil_task(_teacher(teacher), d, _train_cfg(epochs, batch_size, lr, max_length, seed, bf16),
-                           DistillConfig(alpha, temperature, cls_weight, augment, hidden_weight, augment_neighbours), out, cache, student_dir, layers,
-                           num_layers, overwrite, resume)
-    except _user_errors() as err:
+        dcfg = DistillConfig(alpha, temperature, cls_weight, augment, hidden_weight, augment_neighbours)
+        info = distil_task(_teacher(teacher), d, _train_cfg(epochs, batch_size, lr, max_length, seed, bf16), dcfg, out,
+                           cache, student_dir, layers, num_layers, overwrite, resume)
+    except (*_user_errors(), ValueError) as err:
         _fail(err)
     _print_metrics(f"{d.name} dev", {"student": info["metrics"]})
 

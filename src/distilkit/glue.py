@@ -230,7 +230,8 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
 # Defaults per task. SST-2, MRPC, STS-B and CoLA get the recipe measured in the README ("GLUE suite"),
 # chosen on their dev sets on 2 CPU cores: stronger teachers (lr 1e-4, 4-5 epochs on the small tasks),
 # students trained longer at lr 1e-4 on a transfer set with perturbed copies (`augment`) and, on STS-B
-# and CoLA, the intermediate-layer loss; STS-B's replaced words are teacher-embedding neighbours. SST-2 is cut to 20k rows so the suite fits the 2-core budget.
+# and CoLA, the intermediate-layer loss; STS-B's replaced words are teacher-embedding neighbours.
+# SST-2 is cut to 20k rows so the suite fits the 2-core budget.
 # Other tasks get the generic recipe ("_"). Each value can be overridden on the command line.
 DEFAULTS = {
     "teacher_epochs": {"sst2": 1.0, "mrpc": 4.0, "stsb": 4.0, "cola": 5.0, "_": 3.0},

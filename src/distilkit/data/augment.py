@@ -29,7 +29,7 @@ def embedding_neighbours(words, vocab: dict[str, int], embeddings: torch.Tensor,
     Only words that are one alphabetic token of `vocab` (a WordPiece vocabulary, token → row) get
     neighbours; the candidates are the vocabulary's alphabetic whole-word tokens."""
     ids = {w: vocab[w] for w in sorted(set(words)) if w.isalpha() and w in vocab}
-    candidates = [tok for tok, i in sorted(vocab.items(), key=lambda kv: kv[1]) if tok.isalpha()]
+    candidates = [tok for tok in sorted(vocab, key=vocab.get) if tok.isalpha()]
     if not ids or k <= 0:
         return {}
     unit = torch.nn.functional.normalize(embeddings.detach().float(), dim=1)

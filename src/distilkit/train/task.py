@@ -41,10 +41,20 @@ class DistillConfig:
     hidden_weight: float = 0.0  # γ on the intermediate-layer hidden-state MSE (0: off; runs the teacher online)
     augment_neighbours: int = 0  # a replaced word becomes one of its k teacher-embedding neighbours (0: random word)
 
+    def __post_init__(self):
+        problems = [f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
+                    for name in ("cls_weight", "augment", "hidden_weight", "augment_neighbours")
+                    if getattr(self, name) < 0]
+        if not 0 <= self.alpha <= 1:
+            problems.append(f"alpha must be in [0, 1], got {self.alpha}")
+        if not self.temperature > 0:
+            problems.append(f"temperature must be > 0, got {self.temperature}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
     def to_dict(self) -> dict:
         """As recorded in distil.json; options added later only when on, so older records still match."""
         return {k: v for k, v in vars(self).items() if k not in LATER_OPTIONS or v}
-
 
 
 def matching_layers(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
