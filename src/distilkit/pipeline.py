@@ -21,7 +21,7 @@ from transformers import AutoModel, AutoModelForMaskedLM
 
 from . import __version__
 from .artifacts import atomic_output_dir, read_json, write_json
-from .data.augment import augment, embedding_neighbours, words_of
+from .data.augment import augment, embedding_neighbours, texts_of, words_of
 from .data.task import TaskData
 from .evaluate import evaluate_model
 from .models import ModelError, count_parameters, has_classifier_head, load_classifier, load_config, load_tokenizer
@@ -161,8 +161,7 @@ def _neighbour_table(train: datasets.Dataset, tokenizer, teacher, dcfg) -> dict[
     """Replacement candidates for --augment-neighbours: each training word's nearest teacher-embedding tokens."""
     if not (dcfg.augment and dcfg.augment_neighbours):
         return None
-    texts = list(train["text"]) + (list(train["text_pair"]) if "text_pair" in train.column_names else [])
-    return embedding_neighbours(words_of(texts), tokenizer.get_vocab(), teacher.get_input_embeddings().weight,
+    return embedding_neighbours(words_of(texts_of(train)), tokenizer.get_vocab(), teacher.get_input_embeddings().weight,
                                 dcfg.augment_neighbours)
 
 

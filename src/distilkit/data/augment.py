@@ -60,6 +60,11 @@ def _replacement(word: str, vocabulary: list[str], neighbours: dict[str, list[st
     return word[:head] + new + word[tail:]
 
 
+def texts_of(ds: datasets.Dataset) -> list[str]:
+    """Every text of `ds`: the first texts, then the second texts of a pair task."""
+    return list(ds["text"]) + (list(ds["text_pair"]) if "text_pair" in ds.column_names else [])
+
+
 def words_of(texts) -> list[str]:
     """Lower-cased letters of every whitespace-separated word (the keys of a neighbour table)."""
     return sorted({w.strip(PUNCTUATION).lower() for text in texts for w in text.split()})
@@ -96,9 +101,7 @@ def augment(ds: datasets.Dataset, copies: int, seed: int = 0, rate: float = 0.15
     rng = random.Random(seed)
     has_pair = "text_pair" in ds.column_names
     regression = ds.features["label"].dtype.startswith("float")
-    vocabulary = sorted({w for text in ds["text"] for w in text.split()})
-    if has_pair:
-        vocabulary = sorted(set(vocabulary) | {w for text in ds["text_pair"] for w in text.split()})
+    vocabulary = sorted({w for text in texts_of(ds) for w in text.split()})
     rows = {name: [] for name in ds.column_names}
     for row in ds:
         for _ in range(copies):
