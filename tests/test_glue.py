@@ -191,3 +191,31 @@ def test_every_suite_student_has_a_model_card_with_its_run_metrics(two_seed_suit
             assert values == {k: v for k, v in metrics.items() if k != "score"}
             teacher = result["models"]["teacher"]["tasks"][task]["seeds"][seed]
             assert f"{metrics['score'] / teacher['score'] * 100:.1f}%" in card.text  # retention vs this seed's teacher
+
+
+def test_dev_noise_benchmark_recomputes_the_suite_scores_and_brackets_them(two_seed_suite, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, result = two_seed_suite
+    script = Path(__file__).parent.parent / "benchmarks" / "dev_noise.py"
+    noise_dir = tmp_path / "noise"
+    run = subprocess.run([sys.executable, str(script), "--suite", str(out), "--out", str(noise_dir), "--seed", "2",
+                          "--resamples", "40"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    noise = read_json(noise_dir / "dev_noise.json")
+    macro = {}
+    for model in ("teacher", "student", "baseline"):
+        seed_scores = {t: result["models"][model]["tasks"][t]["seeds"]["2"]["score"] for t in ("sst2", "stsb")}
+        macro[model] = sum(seed_scores.values()) / 2
+        for task, score in seed_scores.items():
+            row = noise["tasks"][task][model]
+            assert row["score"] == pytest.approx(score, abs=1e-9)
+            assert row["sd"] >= 0 and row["low_2.5"] <= row["high_97.5"]
+    retention = noise["macro_retention"]["student"]
+    assert retention["value"] == pytest.approx(macro["student"] / macro["teacher"])
+    assert "| student |" in (noise_dir / "dev_noise.md").read_text()
+    again = subprocess.run([sys.executable, str(script), "--suite", str(out), "--out", str(noise_dir)],
+                           capture_output=True, text=True)
+    assert again.returncode != 0 and "already exists" in again.stderr
