@@ -20,21 +20,9 @@ import numpy as np
 
 from distilkit.artifacts import check_output, read_json, write_json, write_text
 from distilkit.data.task import load_task_data
-from distilkit.evaluate import predictions
+from distilkit.evaluate import dev_predictions
 from distilkit.metrics import evaluate_task_predictions, glue_score, task_score
 from distilkit.models import load_classifier, load_tokenizer
-from distilkit.train.common import encode, predict_logits
-
-
-def dev_predictions(model_dir: Path, data) -> dict:
-    """{split: (predictions, labels)} of one model on every dev split."""
-    model, tokenizer = load_classifier(str(model_dir)), load_tokenizer(str(model_dir))
-    out = {}
-    for split, ds in data.dev.items():
-        encoded = encode(ds, tokenizer)
-        logits = predict_logits(model, encoded, tokenizer, description=f"{model_dir} on {split}")
-        out[split] = (predictions(logits, data.regression), np.asarray(ds["label"]))
-    return out
 
 
 def resample(split_predictions: dict, rows: dict) -> dict:
@@ -43,6 +31,7 @@ def resample(split_predictions: dict, rows: dict) -> dict:
 
 
 def interval(values: np.ndarray) -> dict:
+    """Sample sd and the 2.5th-97.5th percentile range of bootstrap values."""
     return {"sd": float(np.std(values, ddof=1)), "low_2.5": float(np.percentile(values, 2.5)),
             "high_97.5": float(np.percentile(values, 97.5))}
 
@@ -66,7 +55,10 @@ def main() -> None:
     scores = {m: {} for m in models}  # model -> task -> (point score, resampled scores)
     for task in glue["tasks"]:
         data = load_task_data(task, glue["data"][task]["source"].get("data_dir"))
-        preds = {m: dev_predictions(suite / task / f"seed-{seed}" / m, data) for m in models}
+        preds = {}
+        for m in models:
+            model_dir = str(suite / task / f"seed-{seed}" / m)
+            preds[m] = dev_predictions(load_classifier(model_dir), load_tokenizer(model_dir), data)
         rows = [{split: rng.integers(0, len(labels), len(labels)) for split, (_, labels) in preds[models[0]].items()}
                 for _ in range(args.resamples)]
         for m in models:

@@ -17,14 +17,19 @@ def predictions(logits: np.ndarray, regression: bool) -> np.ndarray:
     return logits[:, 0] if regression else logits.argmax(-1)
 
 
-def evaluate_model(model, tokenizer, data: TaskData, max_length: int = 128, encoded_dev: dict | None = None) -> dict:
-    """{metric: value, ..., "score": per-task mean} on every dev split of `data`."""
+def dev_predictions(model, tokenizer, data: TaskData, max_length: int = 128, encoded_dev: dict | None = None) -> dict:
+    """{split: (predictions, labels)} of `model` on every dev split of `data`."""
     encoded_dev = encoded_dev or {name: encode(ds, tokenizer, max_length) for name, ds in data.dev.items()}
     per_split = {}
     for name, ds in encoded_dev.items():
         logits = predict_logits(model, ds, tokenizer, description=f"evaluating on {data.name} {name}")
         per_split[name] = (predictions(logits, data.regression), np.asarray(ds["label"]))
-    metrics = evaluate_task_predictions(data, per_split)
+    return per_split
+
+
+def evaluate_model(model, tokenizer, data: TaskData, max_length: int = 128, encoded_dev: dict | None = None) -> dict:
+    """{metric: value, ..., "score": per-task mean} on every dev split of `data`."""
+    metrics = evaluate_task_predictions(data, dev_predictions(model, tokenizer, data, max_length, encoded_dev))
     metrics["score"] = task_score(metrics)
     return metrics
 
