@@ -93,3 +93,8 @@ def test_card_names_the_intermediate_layer_loss_only_when_it_was_used(student, t
     info = json.loads((student / "distil.json").read_text())
     hidden = with_record(student, tmp_path, distillation={**info["distillation"], "hidden_weight": 1.0})
     assert "plus 1.0·MSE between the student's hidden states" in model_card(hidden, teacher_metrics=None).text
+    assert "attention distributions" not in model_card(hidden, teacher_metrics=None).text
+    (tmp_path / "attention").mkdir()
+    attention = with_record(student, tmp_path / "attention", distillation={**info["distillation"], "attention_weight": 2.0})
+    assert "plus 2.0·KL between the teacher's and the student's attention distributions" in model_card(
+        attention, teacher_metrics=None).text

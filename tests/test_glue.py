@@ -147,11 +147,13 @@ def test_per_task_values():
     assert recipes["sst2"].teacher.epochs == 1 and recipes["cola"].teacher.epochs == 5  # DEFAULTS
     assert build_recipes(["rte"], {})["rte"].teacher.epochs == 3  # the generic default
     assert recipes["sst2"].train_limit is None
-    recipes = build_recipes(tasks, {"hidden_weight": "0,cola=1", "augment": "stsb=1", "augment_neighbours": "sst2=8"})
+    recipes = build_recipes(tasks, {"hidden_weight": "0,cola=1", "augment": "stsb=1", "augment_neighbours": "sst2=8",
+                                    "attention_weight": "stsb=2"})
+    assert [recipes[t].distillation.attention_weight for t in tasks] == [0.0, 0.0, 2.0]
     assert [recipes[t].distillation.augment_neighbours for t in tasks] == [8, 0, 8]  # stsb: DEFAULTS
     assert [recipes[t].distillation.hidden_weight for t in tasks] == [0.0, 1.0, 0.0]
     assert [recipes[t].distillation.augment for t in tasks] == [0, 4, 1]  # cola: DEFAULTS
-    assert "hidden_weight" not in recipes["sst2"].distillation.to_dict()  # older records still match
+    assert not {"hidden_weight", "attention_weight"} & set(recipes["sst2"].distillation.to_dict())  # older records match
 
 
 def test_glue_command_prints_the_table_and_refuses_bad_options(tiny_teacher, suite_glue, tmp_path):

@@ -38,11 +38,11 @@ def test_self_attention_relation_by_hand():
     assert attn[0, 0, 0].tolist() == pytest.approx([math.e / (math.e + 1), 1 / (math.e + 1)], rel=1e-6)
 
 
-def test_recomputed_last_layer_attention_is_the_models_own():
+def test_recomputed_attention_is_the_models_own_in_every_layer():
     from transformers import BertModel
 
     from distilkit.student import build_student
-    from distilkit.train.general import last_layer_qkv
+    from distilkit.train.common import attention_qkv
 
     torch.manual_seed(0)
     teacher = BertModel(tiny_bert_config()).eval()
@@ -54,10 +54,12 @@ def test_recomputed_last_layer_attention_is_the_models_own():
         model.set_attn_implementation("eager")  # SDPA returns no attention weights
         with torch.no_grad():
             out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
-            q, k, _ = last_layer_qkv(model, out.hidden_states[-2])
-            mine = losses.self_attention_relation(q, k, mask)
-        real = mask.bool()[:, None, :, None].expand_as(mine)  # rows of real query tokens
-        assert torch.allclose(mine[real], out.attentions[-1][real], atol=1e-6), type(model).__name__
+        real = mask.bool()[:, None, :, None].expand(-1, model.config.num_attention_heads, -1, 7)  # real query rows
+        for layer, attentions in enumerate(out.attentions):
+            with torch.no_grad():
+                q, k, _ = attention_qkv(model, out.hidden_states[layer], layer)
+                mine = losses.self_attention_relation(q, k, mask)
+            assert torch.allclose(mine[real], attentions[real], atol=1e-6), (type(model).__name__, layer)
 
 
 @pytest.fixture(scope="module")

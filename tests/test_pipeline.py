@@ -258,6 +258,51 @@ def test_matching_layers_is_uniform_and_includes_the_embeddings():
     assert matching_layers(4, 4) == [(m, m) for m in range(5)]
 
 
+def test_matching_attention_layers_pair_the_layers_whose_outputs_are_matched():
+    from distilkit.train.task import matching_attention_layers
+
+    assert matching_attention_layers(3, 6) == [(0, 1), (1, 3), (2, 5)]
+    assert matching_attention_layers(1, 6) == [(0, 5)]
+    assert matching_attention_layers(2, 4) == [(0, 1), (1, 3)]
+
+
+def _attention_gap(student_dir, teacher_dir, data, layers) -> float:
+    """Mean attention KL(teacher ‖ student) over the dev rows at the matching layers, from the models' own
+    (eager) attention weights rather than the trainer's recomputation."""
+    import torch
+
+    from distilkit import losses
+    from distilkit.models import load_classifier, load_tokenizer
+    from distilkit.train.task import matching_attention_layers
+
+    tokenizer = load_tokenizer(str(teacher_dir))
+    teacher = load_classifier(str(teacher_dir)).eval()
+    student = load_classifier(str(student_dir)).eval()
+    batch = tokenizer(list(next(iter(data.dev.values()))["text"]), padding=True, return_tensors="pt")
+    mask = batch["attention_mask"]
+    for model in (teacher, student):
+        model.set_attn_implementation("eager")  # SDPA returns no attention weights
+    with torch.no_grad():
+        t = teacher(**batch, output_attentions=True).attentions
+        s = student(input_ids=batch["input_ids"], attention_mask=mask, output_attentions=True).attentions
+    pairs = matching_attention_layers(layers, teacher.config.num_hidden_layers)
+    return float(sum(losses.attention_kl(s[i], t[j], mask) for i, j in pairs) / len(pairs))
+
+
+def test_attention_loss_brings_student_attention_towards_the_teacher(tiny_teacher, tiny_glue, tmp_path):
+    data = load_task_data("sst2", tiny_glue)
+    teacher = tmp_path / "teacher"
+    finetune_teacher(str(tiny_teacher), data, FAST, teacher)
+    cfg = TrainConfig(epochs=4, batch_size=16, learning_rate=1e-3, max_length=32, bf16=False, save_steps=100)
+    plain = distil_task(str(teacher), data, cfg, DistillConfig(), tmp_path / "plain", tmp_path / "cache", layers="0,2")
+    attention = distil_task(str(teacher), data, cfg, DistillConfig(attention_weight=10.0), tmp_path / "attention",
+                            tmp_path / "cache", layers="0,2")
+    assert "attention_weight" not in plain["distillation"] and attention["distillation"]["attention_weight"] == 10.0
+    gap_plain = _attention_gap(tmp_path / "plain", teacher, data, 2)
+    gap_attention = _attention_gap(tmp_path / "attention", teacher, data, 2)
+    assert gap_attention < 0.5 * gap_plain, (gap_attention, gap_plain)
+
+
 def _hidden_gap(student_dir, teacher_dir, data, layers) -> float:
     """Mean hidden-state MSE between student and teacher over the dev rows, at the matching layers."""
     import torch
@@ -317,6 +362,12 @@ def test_online_teacher_gets_token_type_ids_the_student_does_not_take(tiny_teach
     assert len(seen) == 2 and all("token_type_ids" in keys for keys in seen)
     with pytest.raises(ValueError, match="needs the teacher model"):
         distill(student, tokenizer, ds, cfg, DistillConfig(hidden_weight=1.0), False, tmp_path / "ckpt2")
+    with pytest.raises(ValueError, match="needs the teacher model"):
+        distill(student, tokenizer, ds, cfg, DistillConfig(attention_weight=1.0), False, tmp_path / "ckpt3")
+    other_heads = type(student)(student.config.__class__(**{**student.config.to_dict(), "n_heads": 2}))
+    with pytest.raises(ValueError, match="head by head: the teacher has 4 heads, the student 2"):
+        distill(other_heads, tokenizer, ds, cfg, DistillConfig(attention_weight=1.0), False, tmp_path / "ckpt4",
+                teacher=teacher)
 
 
 def test_reuse_sees_one_data_folder_spelt_two_ways(tmp_path, monkeypatch):

@@ -169,6 +169,9 @@ def _loss(info: dict, regression: bool) -> str:
     if d.get("hidden_weight"):
         loss += (f", plus {d['hidden_weight']}·MSE between the student's hidden states and the teacher's at the matching "
                  "depth, every layer and token (TinyBERT's intermediate-layer loss)")
+    if d.get("attention_weight"):
+        loss += (f", plus {d['attention_weight']}·KL between the teacher's and the student's attention distributions, "
+                 "each student layer against the teacher layer at the matching depth (TinyBERT's attention loss)")
     if d.get("augment"):
         replacements = (f"replacements by one of the word's {d['augment_neighbours']} nearest neighbours in the "
                         "teacher's input embeddings" if d.get("augment_neighbours") else "replacements")

@@ -154,6 +154,9 @@ def task_cmd(
                                         "teacher hidden states, every layer and token (runs the teacher online; 0: off)."),
     augment_neighbours: int = typer.Option(0, help="With --augment: a replaced word becomes one of its K nearest "
                                            "neighbours in the teacher's input embeddings (0: a random training word)."),
+    attention_weight: float = typer.Option(0.0, help="Weight of the attention loss: KL between teacher and student "
+                                           "attention distributions, each student layer against the teacher's at the "
+                                           "matching depth (runs the teacher online; 0: off)."),
     epochs: float = 3.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     cache_dir: Optional[Path] = typer.Option(None, help="Where teacher outputs are cached (default ~/.cache/distilkit)."),
@@ -166,7 +169,8 @@ def task_cmd(
     cache = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "distilkit"
     try:
         d = _data(task, data, train, dev, text_column, text_pair_column, label_column, regression, train_limit, dev_limit)
-        dcfg = DistillConfig(alpha, temperature, cls_weight, augment, hidden_weight, augment_neighbours)
+        dcfg = DistillConfig(alpha, temperature, cls_weight, augment, hidden_weight, augment_neighbours,
+                             attention_weight)
         info = distil_task(_teacher(teacher), d, _train_cfg(epochs, batch_size, lr, max_length, seed, bf16), dcfg, out,
                            cache, student_dir, layers, num_layers, overwrite, resume)
     except (*_user_errors(), ValueError) as err:
@@ -348,6 +352,8 @@ def glue(
                                                 "(default: glue.DEFAULTS)."),
     augment_neighbours: Optional[str] = typer.Option(None, help="Teacher-embedding neighbours a perturbed copy's "
                                                      "replaced word is drawn from, same syntax (default: glue.DEFAULTS)."),
+    attention_weight: Optional[str] = typer.Option(None, help="Per-layer attention KL weight, same syntax "
+                                                   "(default: glue.DEFAULTS)."),
     batch_size: int = 32, max_length: int = 128, dev_limit: Optional[int] = DevLimitOpt,
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the hard-label baseline."),
     compare: list[str] = typer.Option([], "--compare", help="NAME=PATH (or PATH) of another model to fine-tune and "
@@ -373,7 +379,8 @@ def glue(
         recipes = build_recipes(task_list, {
             "train_limit": train_limit, "teacher_epochs": teacher_epochs, "teacher_lr": teacher_lr, "epochs": epochs,
             "lr": lr, "alpha": alpha, "temperature": temperature, "cls_weight": cls_weight, "augment": augment,
-            "hidden_weight": hidden_weight, "augment_neighbours": augment_neighbours},
+            "hidden_weight": hidden_weight, "augment_neighbours": augment_neighbours,
+            "attention_weight": attention_weight},
             batch_size, max_length, bf16)
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         others = {}

@@ -244,6 +244,7 @@ DEFAULTS = {
     "augment": {"mrpc": 2, "stsb": 4, "cola": 4, "_": 0},
     "hidden_weight": {"stsb": 1.0, "cola": 1.0, "_": 0.0},
     "augment_neighbours": {"stsb": 8, "_": 0},
+    "attention_weight": {"_": 0.0},
     "train_limit": {"sst2": 20000, "_": 0},
 }
 
@@ -265,7 +266,7 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
             student=cfg(values["epochs"][t], values["lr"][t]),
             distillation=DistillConfig(values["alpha"][t], values["temperature"][t], values["cls_weight"][t],
                                        values["augment"][t], values["hidden_weight"][t],
-                                       values["augment_neighbours"][t]),
+                                       values["augment_neighbours"][t], values["attention_weight"][t]),
             train_limit=values["train_limit"][t] or None,
         )
     return recipes

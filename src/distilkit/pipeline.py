@@ -190,7 +190,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
         train_ds = encode(transfer, tokenizer, cfg.max_length)
         with_outputs, teacher_seconds = teacher_outputs_cached(teacher, teacher_model, tokenizer, transfer, train_ds,
                                                                cfg.max_length, dcfg.cls_weight > 0, cache_dir)
-        online = teacher_model if dcfg.hidden_weight > 0 else None  # intermediate-layer loss: teacher runs online
+        online = teacher_model if dcfg.online_teacher else None  # intermediate-layer losses: teacher runs online
         del teacher_model
         seconds = distill(student_model, tokenizer, with_outputs, cfg, dcfg, data.regression, tmp / "checkpoints", resume,
                           teacher=online)

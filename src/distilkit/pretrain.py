@@ -31,9 +31,9 @@ from .data.masking import token_weights
 from .models import ModelError, load_config, load_tokenizer
 from .pipeline import console, save_model, versions
 from .student import build_student, choose_layers, teacher_depth
-from .train.common import (TrainConfig, drop_incomplete_checkpoints, last_checkpoint, on_main,
+from .train.common import (ATTENTION_PROJECTIONS, TrainConfig, drop_incomplete_checkpoints, last_checkpoint, on_main,
                            training_arguments)
-from .train.general import (ATTENTION_PROJECTIONS, GeneralDistillationTrainer, HeadlessDistillationTrainer,
+from .train.general import (GeneralDistillationTrainer, HeadlessDistillationTrainer,
                             HeadlessLossConfig, Masker, MaskingCollator, PaddingCollator, TripleLossConfig,
                             headless_terms)
 

@@ -180,3 +180,23 @@ def on_main(args: TrainingArguments, fn: Callable[[], T]) -> T | None:
     if error is not None:
         raise error
     return result
+
+
+# Where a family keeps its layers and, in each, the query/key/value projections of its self-attention.
+_BERT_QKV = ("encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value"))
+ATTENTION_PROJECTIONS = {
+    "distilbert": ("transformer.layer", ("attention.q_lin", "attention.k_lin", "attention.v_lin")),
+    **{family: _BERT_QKV for family in ("bert", "roberta", "xlm-roberta", "camembert", "electra")},
+}
+
+
+def attention_qkv(model, layer_input: torch.Tensor, layer: int = -1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries, keys and values of layer `layer` (default the last), (batch, heads, seq, head size), from that
+    layer's input (`hidden_states[layer]` for layer >= 0). Recomputed from the projections rather than taken from
+    `output_attentions`, which needs eager attention and, in training, returns the weights after dropout."""
+    prefix, names = ATTENTION_PROJECTIONS[model.config.model_type]
+    block = model.base_model.get_submodule(prefix)[layer]
+    heads = model.config.num_attention_heads
+    batch, seq, _ = layer_input.shape
+    return tuple(block.get_submodule(name)(layer_input).view(batch, seq, heads, -1).transpose(1, 2)
+                 for name in names)

@@ -23,7 +23,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .. import losses
 from ..data.masking import mask_tokens
-from .common import add_loss_terms
+from .common import add_loss_terms, attention_qkv
 
 
 @dataclass
@@ -195,24 +195,6 @@ class HeadlessLossConfig:
                              "expected non-negative, not all zero")
 
 
-# Where a family keeps its layers and, in each, the query/key/value projections of its self-attention.
-_BERT_QKV = ("encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value"))
-ATTENTION_PROJECTIONS = {
-    "distilbert": ("transformer.layer", ("attention.q_lin", "attention.k_lin", "attention.v_lin")),
-    **{family: _BERT_QKV for family in ("bert", "roberta", "xlm-roberta", "camembert", "electra")},
-}
-
-
-def last_layer_qkv(model, layer_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Queries, keys and values of the last layer, (batch, heads, seq, head size), from that layer's input."""
-    prefix, names = ATTENTION_PROJECTIONS[model.config.model_type]
-    layer = model.base_model.get_submodule(prefix)[-1]
-    heads = model.config.num_attention_heads
-    batch, seq, _ = layer_input.shape
-    return tuple(layer.get_submodule(name)(layer_input).view(batch, seq, heads, -1).transpose(1, 2)
-                 for name in names)
-
-
 def headless_terms(student, teacher, inputs: dict, value: bool = True, cos: bool = True,
                    student_core=None) -> tuple[dict[str, torch.Tensor], object]:
     """The unweighted headless terms (attn, and value / cos when asked) and the student's output.
@@ -224,8 +206,8 @@ def headless_terms(student, teacher, inputs: dict, value: bool = True, cos: bool
     out = student(**inputs, output_hidden_states=True)
     with torch.no_grad():
         t_out = teacher(**inputs, output_hidden_states=True)
-        tq, tk, tv = last_layer_qkv(teacher, t_out.hidden_states[-2])
-    sq, sk, sv = last_layer_qkv(core, out.hidden_states[-2])
+        tq, tk, tv = attention_qkv(teacher, t_out.hidden_states[-2])
+    sq, sk, sv = attention_qkv(core, out.hidden_states[-2])
     terms = {"attn": losses.attention_kl(losses.self_attention_relation(sq, sk, mask),
                                          losses.self_attention_relation(tq, tk, mask), mask)}
     if value:

@@ -6,11 +6,14 @@ Distillation loss (Hinton et al. 2015; Sanh et al. 2019):
   optional        + β·(1 − cos) between student and teacher final [CLS] states
   optional        + γ·mean over student layers of MSE(student hidden states, teacher's at the
                     matching depth), every real token (TinyBERT's intermediate-layer loss)
+  optional        + δ·mean over student layers of KL(teacher ‖ student attention distributions) per
+                    head and real query token, each student layer against the teacher layer at the
+                    matching depth (TinyBERT's attention loss, as MiniLM's KL on probabilities)
 The teacher is frozen and the inputs fixed, so its logits are computed once and stored as
 dataset columns (`teacher_logits`, `teacher_cls`); an epoch then costs only the student.
 The intermediate-layer loss needs every token's states of several layers, too big to store:
-with γ > 0 the teacher also runs (no gradients) beside the student (about 1.7x the FLOPs of a step
-for a 3-of-6-layer student).
+with γ > 0 or δ > 0 the teacher also runs (no gradients) beside the student (about 1.7x the FLOPs of a
+step for a 3-of-6-layer student).
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import torch
 from transformers import Trainer
 
 from .. import losses
-from .common import Collator, TrainConfig, add_loss_terms, model_inputs, predict_logits, training_arguments
+from .common import (Collator, TrainConfig, add_loss_terms, attention_qkv, model_inputs, predict_logits,
+                     training_arguments)
 
 
-LATER_OPTIONS = ("augment", "hidden_weight", "augment_neighbours")  # recorded only when on
+LATER_OPTIONS = ("augment", "hidden_weight", "augment_neighbours", "attention_weight")  # recorded only when on
 
 
 @dataclass
@@ -40,10 +44,11 @@ class DistillConfig:
     augment: int = 0  # perturbed, teacher-labelled copies of each training row (data/augment.py; 0: off)
     hidden_weight: float = 0.0  # γ on the intermediate-layer hidden-state MSE (0: off; runs the teacher online)
     augment_neighbours: int = 0  # a replaced word becomes one of its k teacher-embedding neighbours (0: random word)
+    attention_weight: float = 0.0  # δ on the per-layer attention KL (0: off; runs the teacher online)
 
     def __post_init__(self):
         problems = [f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
-                    for name in ("cls_weight", "augment", "hidden_weight", "augment_neighbours")
+                    for name in ("cls_weight", "augment", "hidden_weight", "augment_neighbours", "attention_weight")
                     if getattr(self, name) < 0]
         if not 0 <= self.alpha <= 1:
             problems.append(f"alpha must be in [0, 1], got {self.alpha}")
@@ -51,6 +56,11 @@ class DistillConfig:
             problems.append(f"temperature must be > 0, got {self.temperature}")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def online_teacher(self) -> bool:
+        """Whether a loss needs the teacher's states of every token, so the teacher runs beside the student."""
+        return self.hidden_weight > 0 or self.attention_weight > 0
 
     def to_dict(self) -> dict:
         """As recorded in distil.json; options added later only when on, so older records still match."""
@@ -65,6 +75,12 @@ def matching_layers(student_layers: int, teacher_layers: int) -> list[tuple[int,
     return [(m, round(m * teacher_layers / student_layers)) for m in range(student_layers + 1)]
 
 
+def matching_attention_layers(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
+    """(student, teacher) layer indices (0-based) whose attention the attention loss compares: the layers
+    whose outputs `matching_layers` pairs (3 of 6: 0→1, 1→3, 2→5). Layer i's input is `hidden_states[i]`."""
+    return [(m - 1, t - 1) for m, t in matching_layers(student_layers, teacher_layers)[1:]]
+
+
 class DistillationTrainer(Trainer):
     """`Trainer` whose loss distils from teacher outputs stored in the batch."""
 
@@ -73,14 +89,21 @@ class DistillationTrainer(Trainer):
         self.distill = distill
         self.regression = regression
         self.teacher = teacher
-        if distill.hidden_weight > 0:
+        if distill.online_teacher:
             if teacher is None:
-                raise ValueError("hidden_weight > 0 needs the teacher model (its states are computed online)")
-            if teacher.config.hidden_size != self.model.config.hidden_size:
+                raise ValueError("hidden_weight or attention_weight > 0 needs the teacher model (run online)")
+            if distill.hidden_weight > 0 and teacher.config.hidden_size != self.model.config.hidden_size:
                 raise ValueError(f"hidden_weight > 0 needs the teacher's width ({teacher.config.hidden_size}), "
                                  f"the student has {self.model.config.hidden_size}")
+            if distill.attention_weight > 0 and (teacher.config.num_attention_heads
+                                                 != self.model.config.num_attention_heads):
+                raise ValueError(f"attention_weight > 0 compares head by head: the teacher has "
+                                 f"{teacher.config.num_attention_heads} heads, the student "
+                                 f"{self.model.config.num_attention_heads}")
             self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
-            self.layer_pairs = matching_layers(self.model.config.num_hidden_layers, teacher.config.num_hidden_layers)
+            depths = self.model.config.num_hidden_layers, teacher.config.num_hidden_layers
+            self.layer_pairs = matching_layers(*depths)
+            self.attention_pairs = matching_attention_layers(*depths)
         self.student_inputs = model_inputs(self.model)  # the batch also holds the teacher's (token_type_ids)
         self.model_accepts_loss_kwargs = False  # compute_loss averages per micro-batch: scale by accumulation
         self._terms = defaultdict(list)
@@ -91,8 +114,9 @@ class DistillationTrainer(Trainer):
         labels = inputs.pop("labels")
         use_cls = self.distill.cls_weight > 0 and teacher_cls is not None
         use_hidden = self.distill.hidden_weight > 0
+        use_attention = self.distill.attention_weight > 0
         outputs = model(**{k: v for k, v in inputs.items() if k in self.student_inputs},
-                        output_hidden_states=use_cls or use_hidden)
+                        output_hidden_states=use_cls or self.distill.online_teacher)
         d = self.distill
         if self.regression:
             loss = losses.regression_distillation(outputs.logits, teacher_logits, labels, d.alpha)
@@ -106,10 +130,23 @@ class DistillationTrainer(Trainer):
             cos = losses.hidden_cosine(outputs.hidden_states[-1][:, 0], teacher_cls)
             loss = loss + d.cls_weight * cos
             self._terms["loss_cls_cos"].append(cos.item())
-        if use_hidden:
+        if self.distill.online_teacher:
             with torch.no_grad():
                 teacher_states = self.teacher(**inputs, output_hidden_states=True).hidden_states
             mask = inputs.get("attention_mask")
+        if use_attention:
+            student_core = self.accelerator.unwrap_model(model)
+            kl = []
+            for s, t in self.attention_pairs:
+                sq, sk, _ = attention_qkv(student_core, outputs.hidden_states[s], s)
+                with torch.no_grad():
+                    tq, tk, _ = attention_qkv(self.teacher, teacher_states[t], t)
+                kl.append(losses.attention_kl(losses.self_attention_relation(sq, sk, mask),
+                                              losses.self_attention_relation(tq, tk, mask), mask))
+            kl = torch.stack(kl).mean()
+            loss = loss + d.attention_weight * kl
+            self._terms["loss_attention_kl"].append(kl.item())
+        if use_hidden:
             mse = torch.stack([losses.hidden_mse(outputs.hidden_states[s], teacher_states[t], mask)
                                for s, t in self.layer_pairs]).mean()
             loss = loss + d.hidden_weight * mse
