@@ -87,13 +87,19 @@ def test_missing_metrics_is_a_clear_error(student, tmp_path):
     assert not (folder / "README.md").exists()
 
 
-def test_card_names_the_intermediate_layer_loss_only_when_it_was_used(student, tmp_path):
+def test_card_names_each_optional_recipe_part_only_when_it_was_used(student, tmp_path):
     plain = model_card(student, teacher_metrics=None).text
     assert "intermediate-layer" not in plain
     info = json.loads((student / "distil.json").read_text())
     hidden = with_record(student, tmp_path, distillation={**info["distillation"], "hidden_weight": 1.0})
     assert "plus 1.0·MSE between the student's hidden states" in model_card(hidden, teacher_metrics=None).text
     assert "attention distributions" not in model_card(hidden, teacher_metrics=None).text
+    assert "unlabelled inputs" not in plain
+    (tmp_path / "unlabeled").mkdir()
+    unlabeled = with_record(student, tmp_path / "unlabeled", unlabeled_examples=1379,
+                            data={**info["data"], "unlabeled": "test"})
+    assert "- unlabelled inputs, labelled by the teacher only: 1379 (from test)" in model_card(
+        unlabeled, teacher_metrics=None).text
     (tmp_path / "attention").mkdir()
     attention = with_record(student, tmp_path / "attention", distillation={**info["distillation"], "attention_weight": 2.0})
     assert "plus 2.0·KL between the teacher's and the student's attention distributions" in model_card(

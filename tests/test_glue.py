@@ -150,6 +150,8 @@ def test_per_task_values():
     recipes = build_recipes(tasks, {"hidden_weight": "0,cola=1", "augment": "stsb=1", "augment_neighbours": "sst2=8",
                                     "attention_weight": "stsb=2"})
     assert [recipes[t].distillation.attention_weight for t in tasks] == [0.0, 0.0, 2.0]
+    assert [r.unlabeled for r in build_recipes(tasks, {"unlabeled": "stsb=test"}).values()] == [None, None, "test"]
+    assert "unlabeled" not in recipes["sst2"].to_dict()
     assert [recipes[t].distillation.augment_neighbours for t in tasks] == [8, 0, 8]  # stsb: DEFAULTS
     assert [recipes[t].distillation.hidden_weight for t in tasks] == [0.0, 1.0, 0.0]
     assert [recipes[t].distillation.augment for t in tasks] == [0, 4, 1]  # cola: DEFAULTS

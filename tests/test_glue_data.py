@@ -240,3 +240,41 @@ def test_user_file_errors(tmp_path):
         load_table(tmp_path / "nope.jsonl", "text", "label")
     with pytest.raises(DataError, match=r"unknown file type '\.xlsx'"):
         load_table(tmp_path / "data.xlsx", "text", "label")
+
+
+# --- unlabelled inputs for task distillation ------------------------------------------------------
+
+def test_unlabeled_test_split_gets_no_label_and_the_training_features(tmp_path):
+    from distilkit.data.task import load_task_data
+
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2"
+    write(tmp_path / "STS-B" / "train.tsv", [header + "\tscore", "0\tnews\tf\t2012\t1\ta\tb\tA cat.\tA dog.\t2.5"])
+    write(tmp_path / "STS-B" / "dev.tsv", [header + "\tscore", "0\tnews\tf\t2012\t1\ta\tb\tRain.\tSnow.\t1.0"])
+    write(tmp_path / "STS-B" / "test.tsv", [header, "0\tnews\tf\t2012\t1\ta\tb\tA man runs.\tA man jogs.",
+                                            "1\tnews\tf\t2012\t2\ta\tb\tHi.\tHello."])
+    data = load_task_data("stsb", tmp_path, unlabeled="test")
+    assert data.unlabeled["text"] == ["A man runs.", "Hi."] and data.unlabeled["text_pair"] == ["A man jogs.", "Hello."]
+    assert all(x != x for x in data.unlabeled["label"])  # NaN: no gold score
+    assert data.unlabeled.features == data.train.features
+    assert data.distillation_source == {**data.source, "unlabeled": "test"}
+    assert load_task_data("stsb", tmp_path).unlabeled is None
+
+
+def test_unlabeled_file_for_a_classification_task(tiny_glue, tmp_path):
+    from distilkit.data.task import load_task_data
+
+    write(tmp_path / "more.csv", ["id,sentence", "1,a fine film", "2,dull"])
+    data = load_task_data("sst2", tiny_glue, unlabeled=tmp_path / "more.csv")
+    assert data.unlabeled["text"] == ["a fine film", "dull"] and data.unlabeled["label"] == [-1, -1]
+    assert data.distillation_source["unlabeled"] == str(tmp_path / "more.csv")
+    write(tmp_path / "wrong.csv", ["text", "a fine film"])
+    with pytest.raises(DataError, match=r"wrong\.csv, header: no column 'sentence'; columns found: text"):
+        load_task_data("sst2", tiny_glue, unlabeled=tmp_path / "wrong.csv")
+    write(tmp_path / "train.tsv", ["a\tb\ty", "hi\tthere\t1", "yo\tman\t0"])
+    write(tmp_path / "pairs.jsonl", ['{"a": "hi"}'])
+    with pytest.raises(DataError, match=r"pairs\.jsonl, line 1: no column 'b'"):
+        load_task_data(None, train_file=tmp_path / "train.tsv", dev_file=tmp_path / "train.tsv", text_column="a",
+                       text_pair_column="b", label_column="y", unlabeled=tmp_path / "pairs.jsonl")
+    with pytest.raises(DataError, match="--unlabeled test: only GLUE tasks have test splits"):
+        load_task_data(None, train_file=tmp_path / "train.tsv", dev_file=tmp_path / "train.tsv", text_column="a",
+                       text_pair_column="b", label_column="y", unlabeled="test")

@@ -338,6 +338,24 @@ def test_intermediate_layer_loss_brings_student_states_towards_the_teacher(tiny_
     assert gap_hidden < 0.5 * gap_plain, (gap_hidden, gap_plain)
 
 
+def test_unlabeled_inputs_join_the_transfer_set_and_the_record(tiny_teacher, tiny_glue, tmp_path):
+    from .conftest import sentences
+
+    extra = tmp_path / "extra.tsv"
+    extra.write_text("sentence\n" + "\n".join(s for s, _ in sentences(20, 7)) + "\n")
+    teacher = tmp_path / "teacher"
+    finetune_teacher(str(tiny_teacher), load_task_data("sst2", tiny_glue), FAST, teacher)
+    data = load_task_data("sst2", tiny_glue, unlabeled=extra)
+    info = distil_task(str(teacher), data, FAST, DistillConfig(augment=1), tmp_path / "student", tmp_path / "cache",
+                       layers="0,2")
+    assert info["unlabeled_examples"] == 20 and info["train_examples"] == 96
+    assert info["transfer_examples"] == 2 * (96 + 20)  # the perturbed copies include the unlabelled rows'
+    assert info["data"]["unlabeled"] == str(extra)
+    plain = distil_task(str(teacher), load_task_data("sst2", tiny_glue), FAST, DistillConfig(), tmp_path / "plain",
+                        tmp_path / "cache", layers="0,2")
+    assert "unlabeled" not in plain["data"] and "unlabeled_examples" not in plain
+
+
 def test_online_teacher_gets_token_type_ids_the_student_does_not_take(tiny_teacher, tmp_path):
     """Pairs: the DistilBERT student takes no token_type_ids, but the BERT teacher's states need them."""
     import datasets

@@ -211,7 +211,9 @@ def card_body(student_dir: Path, info: dict, teacher_metrics: dict | None) -> st
         "## Training data", "",
         f"- task: {task}",
         f"- data: {_data_source(info.get('data', {}))}",
-        f"- training examples: {info.get('train_examples', 'not recorded')}", "",
+        f"- training examples: {info.get('train_examples', 'not recorded')}",
+        *([f"- unlabelled inputs, labelled by the teacher only: {info['unlabeled_examples']} (from "
+           f"{info['data'].get('unlabeled')})"] if info.get("unlabeled_examples") else []), "",
         "## Recipe", "",
         f"- loss: {_loss(info, regression)}",
         *[f"- {k}: {v}" for k, v in cfg.items()],

@@ -42,11 +42,12 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _data(task, data, train, dev, text_column, text_pair_column, label_column, regression, train_limit, dev_limit):
+def _data(task, data, train, dev, text_column, text_pair_column, label_column, regression, train_limit, dev_limit,
+          unlabeled=None):
     from .data.task import load_task_data
 
     return load_task_data(task, data, train, dev, text_column, text_pair_column, label_column, regression,
-                          train_limit, dev_limit)
+                          train_limit, dev_limit, unlabeled)
 
 
 def _teacher(teacher: Optional[str]) -> str:
@@ -157,6 +158,8 @@ def task_cmd(
     attention_weight: float = typer.Option(0.0, help="Weight of the attention loss: KL between teacher and student "
                                            "attention distributions, each student layer against the teacher's at the "
                                            "matching depth (runs the teacher online; 0: off)."),
+    unlabeled: Optional[str] = typer.Option(None, help="Extra inputs only the teacher labels: 'test' (a GLUE task's "
+                                            "test splits) or a CSV/TSV/JSONL file with the training text column(s)."),
     epochs: float = 3.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     cache_dir: Optional[Path] = typer.Option(None, help="Where teacher outputs are cached (default ~/.cache/distilkit)."),
@@ -168,7 +171,8 @@ def task_cmd(
 
     cache = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "distilkit"
     try:
-        d = _data(task, data, train, dev, text_column, text_pair_column, label_column, regression, train_limit, dev_limit)
+        d = _data(task, data, train, dev, text_column, text_pair_column, label_column, regression, train_limit, dev_limit,
+                  unlabeled)
         dcfg = DistillConfig(alpha, temperature, cls_weight, augment, hidden_weight, augment_neighbours,
                              attention_weight)
         info = distil_task(_teacher(teacher), d, _train_cfg(epochs, batch_size, lr, max_length, seed, bf16), dcfg, out,
@@ -354,6 +358,8 @@ def glue(
                                                      "replaced word is drawn from, same syntax (default: glue.DEFAULTS)."),
     attention_weight: Optional[str] = typer.Option(None, help="Per-layer attention KL weight, same syntax "
                                                    "(default: glue.DEFAULTS)."),
+    unlabeled: Optional[str] = typer.Option(None, help="Extra student inputs only the teacher labels, per task: "
+                                            "test (the task's test splits) or a file, e.g. stsb=test,cola=test."),
     batch_size: int = 32, max_length: int = 128, dev_limit: Optional[int] = DevLimitOpt,
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the hard-label baseline."),
     compare: list[str] = typer.Option([], "--compare", help="NAME=PATH (or PATH) of another model to fine-tune and "
@@ -380,7 +386,7 @@ def glue(
             "train_limit": train_limit, "teacher_epochs": teacher_epochs, "teacher_lr": teacher_lr, "epochs": epochs,
             "lr": lr, "alpha": alpha, "temperature": temperature, "cls_weight": cls_weight, "augment": augment,
             "hidden_weight": hidden_weight, "augment_neighbours": augment_neighbours,
-            "attention_weight": attention_weight},
+            "attention_weight": attention_weight, "unlabeled": unlabeled},
             batch_size, max_length, bf16)
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         others = {}

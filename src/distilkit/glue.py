@@ -44,10 +44,12 @@ class TaskRecipe:
     student: TrainConfig
     distillation: DistillConfig = field(default_factory=DistillConfig)
     train_limit: int | None = None  # None: every training row
+    unlabeled: str | None = None  # extra inputs for the student only the teacher labels: "test" or a file
 
     def to_dict(self) -> dict:
         return {"teacher": self.teacher.to_dict(), "student": self.student.to_dict(),
-                "distillation": self.distillation.to_dict(), "train_limit": self.train_limit}
+                "distillation": self.distillation.to_dict(), "train_limit": self.train_limit,
+                **({"unlabeled": self.unlabeled} if self.unlabeled else {})}
 
 
 def parse_per_task(spec: str | None, tasks: list[str], cast=float, option: str = "option") -> dict:
@@ -95,8 +97,8 @@ def run_task_seed(teacher: str, data: TaskData, recipe: TaskRecipe, folder: Path
     student_dir = folder / "student"
     infos["student"] = reuse_or_run(
         student_dir,
-        {"stage": "task-distillation", "teacher": str(teacher_dir), "student_init": str(init_dir), **common,
-         "config": scfg.to_dict(), "distillation": recipe.distillation.to_dict()},
+        {"stage": "task-distillation", "teacher": str(teacher_dir), "student_init": str(init_dir),
+         **common, "data": data.distillation_source, "config": scfg.to_dict(), "distillation": recipe.distillation.to_dict()},
         lambda: distil_task(str(teacher_dir), data, scfg, recipe.distillation, student_dir, cache_dir,
                             student=str(init_dir), resume=True))
     if baseline:
@@ -178,8 +180,9 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
     data_info, loaded = {}, {}
     for t_index, task in enumerate(tasks, 1):
         recipe = recipes[task]
-        data = loaded[task] = load_task_data(task, data_dir, train_limit=recipe.train_limit, dev_limit=dev_limit)
-        data_info[task] = {"source": data.source, "train_examples": len(data.train),
+        data = loaded[task] = load_task_data(task, data_dir, train_limit=recipe.train_limit, dev_limit=dev_limit,
+                                             unlabeled=recipe.unlabeled)
+        data_info[task] = {"source": data.distillation_source, "train_examples": len(data.train),
                            "dev_examples": {k: len(v) for k, v in data.dev.items()}}
         runs[task] = {}
         for seed in seeds:
@@ -246,6 +249,7 @@ DEFAULTS = {
     "augment_neighbours": {"stsb": 8, "_": 0},
     "attention_weight": {"_": 0.0},
     "train_limit": {"sst2": 20000, "_": 0},
+    "unlabeled": {"_": ""},
 }
 
 
@@ -254,7 +258,7 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
     """One TaskRecipe per task from DEFAULTS and per-task override strings ('3,sst2=1')."""
     values = {}
     for key, defaults in DEFAULTS.items():
-        cast = int if key in ("train_limit", "augment", "augment_neighbours") else float
+        cast = int if key in ("train_limit", "augment", "augment_neighbours") else str if key == "unlabeled" else float
         given = parse_per_task(overrides.get(key), tasks, cast, "--" + key.replace("_", "-"))
         values[key] = {t: given.get(t, defaults.get(t, defaults["_"])) for t in tasks}
     recipes = {}
@@ -268,5 +272,6 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
                                        values["augment"][t], values["hidden_weight"][t],
                                        values["augment_neighbours"][t], values["attention_weight"][t]),
             train_limit=values["train_limit"][t] or None,
+            unlabeled=values["unlabeled"][t] or None,
         )
     return recipes

@@ -182,11 +182,12 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
             student_model = _task_model(student, data)
             origin = {"student_init": str(student)}
         student_model.config.problem_type = teacher_model.config.problem_type
-        transfer = augment(data.train, dcfg.augment, cfg.seed,
-                           neighbours=_neighbour_table(data.train, tokenizer, teacher_model, dcfg))
-        if dcfg.augment:
-            console.print(f"transfer set: {len(data.train)} rows + {len(transfer) - len(data.train)} perturbed copies "
-                          "(teacher targets only)")
+        inputs = data.train if data.unlabeled is None else datasets.concatenate_datasets([data.train, data.unlabeled])
+        transfer = augment(inputs, dcfg.augment, cfg.seed,
+                           neighbours=_neighbour_table(inputs, tokenizer, teacher_model, dcfg))
+        if dcfg.augment or data.unlabeled is not None:
+            console.print(f"transfer set: {len(data.train)} labelled rows + {len(inputs) - len(data.train)} unlabelled + "
+                          f"{len(transfer) - len(inputs)} perturbed copies (the last two with teacher targets only)")
         train_ds = encode(transfer, tokenizer, cfg.max_length)
         with_outputs, teacher_seconds = teacher_outputs_cached(teacher, teacher_model, tokenizer, transfer, train_ds,
                                                                cfg.max_length, dcfg.cls_weight > 0, cache_dir)
@@ -200,8 +201,9 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
             "teacher": str(teacher),
             **origin,
             "task": data.name,
-            "data": data.source,
+            "data": data.distillation_source,
             "train_examples": len(data.train),
+            **({"unlabeled_examples": len(data.unlabeled)} if data.unlabeled is not None else {}),
             "transfer_examples": len(train_ds),
             "config": cfg.to_dict(),
             "distillation": dcfg.to_dict(),

@@ -1,4 +1,4 @@
-"""Load the user's own labelled CSV / TSV / JSONL file (with a header) into a Dataset."""
+"""Load the user's own CSV / TSV / JSONL file (with a header) into a Dataset: labelled, or texts only."""
 import csv
 import json
 import math
@@ -78,6 +78,44 @@ def _sort_labels(labels):
         return sorted(labels)
 
 
+def _checked_rows(path, text_columns, other_columns=(), limit=None):
+    """The rows of a CSV/TSV/JSONL file with a header, as (line_number, row); every column named must be
+    present and every text column non-empty."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: unknown file type {path.suffix!r}; expected one of {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be at least 1, got {limit}")
+    rows = []
+    for lineno, header, row in _read_rows(path, fmt):
+        for col in [*text_columns, *other_columns]:
+            if col not in row:
+                where = f"line {lineno}" if fmt == "jsonl" else "header"
+                raise DataError(f"{path}, {where}: no column {col!r}; columns found: {', '.join(map(str, header))}")
+        for col in text_columns:
+            value = row[col]
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{path}, line {lineno}, field {col!r}: expected non-empty text, got {value!r}")
+        rows.append((lineno, row))
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise DataError(f"{path}: no data rows (file is empty or has only a header)")
+    return rows
+
+
+def load_texts(path, text_column, text_pair_column=None, limit=None) -> datasets.Dataset:
+    """Read an unlabelled table into a Dataset with columns text [, text_pair] (other columns are ignored)."""
+    rows = _checked_rows(path, [c for c in (text_column, text_pair_column) if c is not None], limit=limit)
+    data = {"text": [row[text_column] for _, row in rows]}
+    if text_pair_column is not None:
+        data["text_pair"] = [row[text_pair_column] for _, row in rows]
+    return datasets.Dataset.from_dict(data)
+
+
 def load_table(path, text_column, label_column, text_pair_column=None,
                regression=False, label_names=None, limit=None):
     """Read a labelled table into a Dataset with columns text, [text_pair,] label.
@@ -87,35 +125,15 @@ def load_table(path, text_column, label_column, text_pair_column=None,
     must then be in it). For regression, labels must be numbers and label_names is None.
     """
     path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(f"{path}: unknown file type {path.suffix!r}; expected one of {', '.join(FORMATS)}")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    if limit is not None and limit < 1:
-        raise DataError(f"limit must be at least 1, got {limit}")
-    text_columns = [c for c in (text_column, text_pair_column) if c is not None]
-    needed = text_columns + [label_column]
+    rows = _checked_rows(path, [c for c in (text_column, text_pair_column) if c is not None], [label_column], limit)
     texts, pairs, raw_labels = [], [], []
-    for lineno, header, row in _read_rows(path, fmt):
-        for col in needed:
-            if col not in row:
-                where = f"line {lineno}" if fmt == "jsonl" else "header"
-                raise DataError(f"{path}, {where}: no column {col!r}; columns found: {', '.join(map(str, header))}")
-        for col in text_columns:
-            value = row[col]
-            if not isinstance(value, str) or not value.strip():
-                raise DataError(f"{path}, line {lineno}, field {col!r}: expected non-empty text, got {value!r}")
+    for lineno, row in rows:
         if row[label_column] is None or str(row[label_column]).strip() == "":
             raise DataError(f"{path}, line {lineno}, field {label_column!r}: missing label")
         texts.append(row[text_column])
         if text_pair_column is not None:
             pairs.append(row[text_pair_column])
         raw_labels.append((lineno, row[label_column]))
-        if limit is not None and len(texts) >= limit:
-            break
-    if not texts:
-        raise DataError(f"{path}: no data rows (file is empty or has only a header)")
 
     if regression:
         labels = [parse_float(path, lineno, label_column, v) for lineno, v in raw_labels]

@@ -8,7 +8,9 @@ from pathlib import Path
 import datasets
 
 from .errors import DataError
-from .files import load_table
+import math
+
+from .files import load_table, load_texts
 from .glue import default_glue_dir, get_task, load_glue_split
 
 # Readable names for GLUE's 0/1 labels (written into the model config, shown by predict/serve).
@@ -31,6 +33,8 @@ class TaskData:
     metrics: tuple[str, ...]
     label_names: list[str] | None  # None: regression
     source: dict = field(default_factory=dict)
+    unlabeled: datasets.Dataset | None = None  # inputs without gold labels (label -1 / NaN): the teacher labels them
+    unlabeled_from: str | None = None  # "test" or the file they came from
 
     @property
     def regression(self) -> bool:
@@ -39,6 +43,11 @@ class TaskData:
     @property
     def num_labels(self) -> int:
         return 1 if self.regression else len(self.label_names)
+
+    @property
+    def distillation_source(self) -> dict:
+        """`source` plus where the unlabelled inputs came from (as a distilled student's distil.json records it)."""
+        return self.source | ({"unlabeled": self.unlabeled_from} if self.unlabeled is not None else {})
 
     @property
     def is_pair(self) -> bool:
@@ -56,9 +65,47 @@ def load_task_data(
     regression: bool = False,
     train_limit: int | None = None,
     dev_limit: int | None = None,
+    unlabeled: str | Path | None = None,
 ) -> TaskData:
     """Load a GLUE task (from `data_dir`, else ../shared/data/glue when present, else the hub)
-    or, when `train_file` is given, the user's own CSV/TSV/JSONL train and dev files."""
+    or, when `train_file` is given, the user's own CSV/TSV/JSONL train and dev files.
+
+    `unlabeled`: extra inputs for task distillation, which only the teacher labels: "test" (a GLUE
+    task's test splits, whose labels are hidden) or a CSV/TSV/JSONL file with the training text columns."""
+    data = _load_labelled(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column,
+                          regression, train_limit, dev_limit)
+    if unlabeled is not None:
+        data.unlabeled = _load_unlabeled(str(unlabeled), data, text_column, text_pair_column)
+        data.unlabeled_from = str(unlabeled)
+    return data
+
+
+def _load_unlabeled(source: str, data: TaskData, text_column: str, text_pair_column: str | None) -> datasets.Dataset:
+    """The unlabelled inputs with the training set's columns and features; label -1 (a class) or NaN (a score)."""
+    if source == "test":
+        task = data.source.get("glue_task")
+        if task is None:
+            raise DataError("--unlabeled test: only GLUE tasks have test splits here; give a file of texts instead")
+        data_dir = data.source["data_dir"]
+        spec = get_task(task)
+        ds = datasets.concatenate_datasets([
+            load_glue_split(spec, split, None if data_dir.startswith("hub:") else data_dir).remove_columns("label")
+            for split in spec.test_splits])
+    else:
+        if data.source.get("glue_task"):
+            spec = get_task(data.source["glue_task"])
+            text_column, text_pair_column = spec.text_column, spec.text_pair_column
+        ds = load_texts(source, text_column, text_pair_column)
+        if data.is_pair != ("text_pair" in ds.column_names):
+            raise DataError(f"{source}: the training data {'has' if data.is_pair else 'has no'} text pairs, "
+                            f"so the unlabelled file needs {'both' if data.is_pair else 'only'} the text column"
+                            f"{'s' if data.is_pair else ''} of the training data")
+    no_label = math.nan if data.regression else -1
+    return ds.add_column("label", [no_label] * len(ds)).cast(data.train.features)
+
+
+def _load_labelled(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column, regression,
+                   train_limit, dev_limit) -> TaskData:
     if train_file is not None:
         if dev_file is None:
             raise DataError("--train needs --dev: a labelled file to evaluate on")
