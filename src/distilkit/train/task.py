@@ -135,15 +135,7 @@ class DistillationTrainer(Trainer):
                 teacher_states = self.teacher(**inputs, output_hidden_states=True).hidden_states
             mask = inputs.get("attention_mask")
         if use_attention:
-            student_core = self.accelerator.unwrap_model(model)
-            kl = []
-            for s, t in self.attention_pairs:
-                sq, sk, _ = attention_qkv(student_core, outputs.hidden_states[s], s)
-                with torch.no_grad():
-                    tq, tk, _ = attention_qkv(self.teacher, teacher_states[t], t)
-                kl.append(losses.attention_kl(losses.self_attention_relation(sq, sk, mask),
-                                              losses.self_attention_relation(tq, tk, mask), mask))
-            kl = torch.stack(kl).mean()
+            kl = self._attention_kl(self.accelerator.unwrap_model(model), outputs.hidden_states, teacher_states, mask)
             loss = loss + d.attention_weight * kl
             self._terms["loss_attention_kl"].append(kl.item())
         if use_hidden:
@@ -152,6 +144,17 @@ class DistillationTrainer(Trainer):
             loss = loss + d.hidden_weight * mse
             self._terms["loss_hidden_mse"].append(mse.item())
         return (loss, outputs) if return_outputs else loss
+
+    def _attention_kl(self, student, student_states, teacher_states, mask) -> torch.Tensor:
+        """Mean over `attention_pairs` of the attention KL, each layer's attention recomputed from its input."""
+        kl = []
+        for s, t in self.attention_pairs:
+            sq, sk, _ = attention_qkv(student, student_states[s], s)
+            with torch.no_grad():
+                tq, tk, _ = attention_qkv(self.teacher, teacher_states[t], t)
+            kl.append(losses.attention_kl(losses.self_attention_relation(sq, sk, mask),
+                                          losses.self_attention_relation(tq, tk, mask), mask))
+        return torch.stack(kl).mean()
 
     def log(self, logs, *args, **kwargs):
         add_loss_terms(logs, self._terms)
