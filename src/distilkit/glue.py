@@ -97,8 +97,8 @@ def run_task_seed(teacher: str, data: TaskData, recipe: TaskRecipe, folder: Path
     student_dir = folder / "student"
     infos["student"] = reuse_or_run(
         student_dir,
-        {"stage": "task-distillation", "teacher": str(teacher_dir), "student_init": str(init_dir),
-         **common, "data": data.distillation_source, "config": scfg.to_dict(), "distillation": recipe.distillation.to_dict()},
+        {"stage": "task-distillation", "teacher": str(teacher_dir), "student_init": str(init_dir), **common,
+         "data": data.distillation_source, "config": scfg.to_dict(), "distillation": recipe.distillation.to_dict()},
         lambda: distil_task(str(teacher_dir), data, scfg, recipe.distillation, student_dir, cache_dir,
                             student=str(init_dir), resume=True))
     if baseline:

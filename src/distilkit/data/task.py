@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 
 from .errors import DataError
-import math
-
 from .files import load_table, load_texts
 from .glue import default_glue_dir, get_task, load_glue_split
 
