@@ -266,6 +266,20 @@ def test_matching_attention_layers_pair_the_layers_whose_outputs_are_matched():
     assert matching_attention_layers(2, 4) == [(0, 1), (1, 3)]
 
 
+LAYER_LOSS_CFG = TrainConfig(epochs=4, batch_size=16, learning_rate=1e-3, max_length=32, bf16=False, save_steps=100)
+
+
+@pytest.fixture(scope="module")
+def teacher_and_plain_student(tiny_teacher, tiny_glue, tmp_path_factory):
+    """A tiny SST-2 teacher and a plain-KD 2-layer student of it (LAYER_LOSS_CFG), shared by the layer-loss tests."""
+    root = tmp_path_factory.mktemp("layer-losses")
+    data = load_task_data("sst2", tiny_glue)
+    finetune_teacher(str(tiny_teacher), data, FAST, root / "teacher")
+    plain = distil_task(str(root / "teacher"), data, LAYER_LOSS_CFG, DistillConfig(), root / "plain", root / "cache",
+                        layers="0,2")
+    return root, data, plain
+
+
 def _attention_gap(student_dir, teacher_dir, data, layers) -> float:
     """Mean attention KL(teacher ‖ student) over the dev rows at the matching layers, from the models' own
     (eager) attention weights rather than the trainer's recomputation."""
@@ -289,16 +303,13 @@ def _attention_gap(student_dir, teacher_dir, data, layers) -> float:
     return float(sum(losses.attention_kl(s[i], t[j], mask) for i, j in pairs) / len(pairs))
 
 
-def test_attention_loss_brings_student_attention_towards_the_teacher(tiny_teacher, tiny_glue, tmp_path):
-    data = load_task_data("sst2", tiny_glue)
-    teacher = tmp_path / "teacher"
-    finetune_teacher(str(tiny_teacher), data, FAST, teacher)
-    cfg = TrainConfig(epochs=4, batch_size=16, learning_rate=1e-3, max_length=32, bf16=False, save_steps=100)
-    plain = distil_task(str(teacher), data, cfg, DistillConfig(), tmp_path / "plain", tmp_path / "cache", layers="0,2")
-    attention = distil_task(str(teacher), data, cfg, DistillConfig(attention_weight=10.0), tmp_path / "attention",
-                            tmp_path / "cache", layers="0,2")
+def test_attention_loss_brings_student_attention_towards_the_teacher(teacher_and_plain_student, tmp_path):
+    root, data, plain = teacher_and_plain_student
+    teacher = root / "teacher"
+    attention = distil_task(str(teacher), data, LAYER_LOSS_CFG, DistillConfig(attention_weight=10.0),
+                            tmp_path / "attention", root / "cache", layers="0,2")
     assert "attention_weight" not in plain["distillation"] and attention["distillation"]["attention_weight"] == 10.0
-    gap_plain = _attention_gap(tmp_path / "plain", teacher, data, 2)
+    gap_plain = _attention_gap(root / "plain", teacher, data, 2)
     gap_attention = _attention_gap(tmp_path / "attention", teacher, data, 2)
     assert gap_attention < 0.5 * gap_plain, (gap_attention, gap_plain)
 
@@ -323,28 +334,24 @@ def _hidden_gap(student_dir, teacher_dir, data, layers) -> float:
     return float(sum(losses.hidden_mse(s[i], t[j], batch["attention_mask"]) for i, j in pairs) / len(pairs))
 
 
-def test_intermediate_layer_loss_brings_student_states_towards_the_teacher(tiny_teacher, tiny_glue, tmp_path):
-    data = load_task_data("sst2", tiny_glue)
-    teacher = tmp_path / "teacher"
-    finetune_teacher(str(tiny_teacher), data, FAST, teacher)
-    cfg = TrainConfig(epochs=4, batch_size=16, learning_rate=1e-3, max_length=32, bf16=False, save_steps=100)
-    plain = distil_task(str(teacher), data, cfg, DistillConfig(), tmp_path / "plain", tmp_path / "cache", layers="0,2")
-    hidden = distil_task(str(teacher), data, cfg, DistillConfig(hidden_weight=10.0), tmp_path / "hidden",
-                         tmp_path / "cache", layers="0,2")
+def test_intermediate_layer_loss_brings_student_states_towards_the_teacher(teacher_and_plain_student, tmp_path):
+    root, data, plain = teacher_and_plain_student
+    teacher = root / "teacher"
+    hidden = distil_task(str(teacher), data, LAYER_LOSS_CFG, DistillConfig(hidden_weight=10.0), tmp_path / "hidden",
+                         root / "cache", layers="0,2")
     assert "hidden_weight" not in plain["distillation"] and hidden["distillation"]["hidden_weight"] == 10.0
     assert hidden["teacher_outputs_seconds"] == 0.0  # the logits are still the cached ones
-    gap_plain = _hidden_gap(tmp_path / "plain", teacher, data, 2)
+    gap_plain = _hidden_gap(root / "plain", teacher, data, 2)
     gap_hidden = _hidden_gap(tmp_path / "hidden", teacher, data, 2)
     assert gap_hidden < 0.5 * gap_plain, (gap_hidden, gap_plain)
 
 
-def test_unlabeled_inputs_join_the_transfer_set_and_the_record(tiny_teacher, tiny_glue, tmp_path):
+def test_unlabeled_inputs_join_the_transfer_set_and_the_record(teacher_and_plain_student, tiny_glue, tmp_path):
     from .conftest import sentences
 
     extra = tmp_path / "extra.tsv"
     extra.write_text("sentence\n" + "\n".join(s for s, _ in sentences(20, 7)) + "\n")
-    teacher = tmp_path / "teacher"
-    finetune_teacher(str(tiny_teacher), load_task_data("sst2", tiny_glue), FAST, teacher)
+    teacher = teacher_and_plain_student[0] / "teacher"
     data = load_task_data("sst2", tiny_glue, unlabeled=extra)
     info = distil_task(str(teacher), data, FAST, DistillConfig(augment=1), tmp_path / "student", tmp_path / "cache",
                        layers="0,2")
