@@ -7,7 +7,7 @@ import datasets
 import pytest
 import torch
 
-from distilkit.data.augment import NO_CLASS, augment, embedding_neighbours, perturb, words_of
+from distilkit.data.augment import NO_CLASS, augment, embedding_neighbours, mine_pairs, perturb, words_of
 from distilkit.data.task import load_task_data
 
 
@@ -57,6 +57,35 @@ def test_augment_keeps_originals_first_and_drops_gold_labels():
         assert out["text"][i] == pairs["text"][src] or out["text_pair"][i] == pairs["text_pair"][src]
 
 
+def _pairs(first, second, labels):
+    return datasets.Dataset.from_dict(
+        {"text": first, "text_pair": second, "label": labels},
+        features=datasets.Features({"text": datasets.Value("string"), "text_pair": datasets.Value("string"),
+                                    "label": datasets.Value("float32")}))
+
+
+def test_mined_pairs_join_a_text_with_its_most_similar_sentence_never_its_own_partner():
+    ds = _pairs(["a man plays a guitar", "a man plays the flute", "the stock market fell"],
+                ["the stock market fell sharply", "a dog runs in the park", "a puppy runs in a park"], [0.0, 0.5, 0.2])
+    mined = mine_pairs(ds, per_row=4, seed=0, nearest=1)
+    assert len(mined) == 12 and mined.features == ds.features and all(math.isnan(x) for x in mined["label"])
+    nearest = {"a man plays a guitar": "a man plays the flute", "a man plays the flute": "a man plays a guitar",
+               "the stock market fell": "the stock market fell sharply",
+               "the stock market fell sharply": "the stock market fell",
+               "a dog runs in the park": "a puppy runs in a park", "a puppy runs in a park": "a dog runs in the park"}
+    assert all(nearest[first] == second for first, second in zip(mined["text"], mined["text_pair"]))
+    assert len(set(mined["text"])) > 3  # both texts of a row serve as anchors
+    again = mine_pairs(ds, per_row=4, seed=0, nearest=1)  # repeatable with the seed
+    assert again["text"] == mined["text"] and again["text_pair"] == mined["text_pair"]
+    assert len(mine_pairs(ds, per_row=0)) == 0
+
+
+def test_mined_pairs_need_a_pair_task():
+    single = datasets.Dataset.from_dict({"text": ["a film"], "label": [1]})
+    with pytest.raises(ValueError, match="mined pairs need a pair task"):
+        mine_pairs(single, per_row=1)
+
+
 def test_distillation_with_augmented_copies(tiny_teacher, tiny_glue, tmp_path):
     from distilkit.pipeline import distil_task, finetune_teacher
     from distilkit.train.common import TrainConfig
@@ -79,6 +108,7 @@ def test_records_without_augmentation_keep_their_old_shape():
     assert DistillConfig().to_dict() == {"alpha": 0.5, "temperature": 2.0, "cls_weight": 0.0}  # as before --augment
     assert DistillConfig(augment=2).to_dict()["augment"] == 2
     assert DistillConfig(augment=2, augment_neighbours=8).to_dict()["augment_neighbours"] == 8
+    assert DistillConfig(mined_pairs=2).to_dict()["mined_pairs"] == 2
 
 
 def test_bad_distillation_options_are_refused_with_their_names(tmp_path):

@@ -148,14 +148,16 @@ def test_per_task_values():
     assert build_recipes(["rte"], {})["rte"].teacher.epochs == 3  # the generic default
     assert recipes["sst2"].train_limit is None
     recipes = build_recipes(tasks, {"hidden_weight": "0,cola=1", "augment": "stsb=1", "augment_neighbours": "sst2=8",
-                                    "attention_weight": "stsb=2"})
+                                    "attention_weight": "stsb=2", "mined_pairs": "stsb=3"})
     assert [recipes[t].distillation.attention_weight for t in tasks] == [0.0, 0.0, 2.0]
+    assert [recipes[t].distillation.mined_pairs for t in tasks] == [0, 0, 3]
     assert [r.unlabeled for r in build_recipes(tasks, {"unlabeled": "stsb=test"}).values()] == [None, None, "test"]
     assert "unlabeled" not in recipes["sst2"].to_dict()
     assert [recipes[t].distillation.augment_neighbours for t in tasks] == [8, 0, 8]  # stsb: DEFAULTS
     assert [recipes[t].distillation.hidden_weight for t in tasks] == [0.0, 1.0, 0.0]
     assert [recipes[t].distillation.augment for t in tasks] == [0, 4, 1]  # cola: DEFAULTS
-    assert not {"hidden_weight", "attention_weight"} & set(recipes["sst2"].distillation.to_dict())  # older records match
+    older = set(recipes["sst2"].distillation.to_dict())
+    assert not {"hidden_weight", "attention_weight", "mined_pairs"} & older  # records from before them still match
 
 
 def test_glue_command_prints_the_table_and_refuses_bad_options(tiny_teacher, suite_glue, tmp_path):

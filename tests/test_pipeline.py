@@ -363,6 +363,24 @@ def test_unlabeled_inputs_join_the_transfer_set_and_the_record(teacher_and_plain
     assert "unlabeled" not in plain["data"] and "unlabeled_examples" not in plain
 
 
+def test_mined_pairs_join_the_transfer_set_and_the_record(teacher_and_plain_student, tmp_path):
+    from distilkit.card import card_body
+
+    from .conftest import sentences
+
+    for split, n, seed in (("train", 24, 3), ("dev", 8, 4)):
+        rows = [f"{a},{b},{int(x or y)}" for (a, x), (b, y) in zip(sentences(n, seed), sentences(n, seed + 10))]
+        (tmp_path / f"{split}.csv").write_text("text,text_pair,label\n" + "\n".join(rows) + "\n")
+    data = load_task_data(None, train_file=tmp_path / "train.csv", dev_file=tmp_path / "dev.csv",
+                          text_pair_column="text_pair")
+    teacher = teacher_and_plain_student[0] / "teacher"  # a 2-class head: any two-class pair task fits it
+    info = distil_task(str(teacher), data, FAST, DistillConfig(augment=1, mined_pairs=2), tmp_path / "student",
+                       tmp_path / "cache", layers="0,2")
+    assert info["train_examples"] == 24 and info["transfer_examples"] == 24 + 24 + 2 * 24
+    assert info["distillation"]["mined_pairs"] == 2
+    assert "2 new pairs per training row" in card_body(tmp_path / "student", info, None)
+
+
 def test_online_teacher_gets_token_type_ids_the_student_does_not_take(tiny_teacher, tmp_path):
     """Pairs: the DistilBERT student takes no token_type_ids, but the BERT teacher's states need them."""
     import datasets

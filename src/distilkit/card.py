@@ -178,6 +178,10 @@ def _loss(info: dict, regression: bool) -> str:
         loss += (f"; the training set was extended with {d['augment']} perturbed copies of each row (word deletions, "
                  f"swaps, repeats, {replacements}; {info.get('transfer_examples', '?')} rows in all), which carry the "
                  "teacher's targets only")
+    if d.get("mined_pairs"):
+        loss += (f"; {d['mined_pairs']} new pairs per training row were added, each a training text with one of its 10 "
+                 "most similar training sentences by TF-IDF cosine (Augmented SBERT's sampling), scored by the teacher "
+                 "only")
     return loss
 
 

@@ -160,6 +160,8 @@ def task_cmd(
                                            "matching depth (runs the teacher online; 0: off)."),
     unlabeled: Optional[str] = typer.Option(None, help="Extra inputs only the teacher labels: 'test' (a GLUE task's "
                                             "test splits) or a CSV/TSV/JSONL file with the training text column(s)."),
+    mined_pairs: int = typer.Option(0, help="Pair tasks: N new pairs per training row, a text with one of its 10 most "
+                                    "similar training sentences (TF-IDF), labelled by the teacher only (0: off)."),
     epochs: float = 3.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     cache_dir: Optional[Path] = typer.Option(None, help="Where teacher outputs are cached (default ~/.cache/distilkit)."),
@@ -174,7 +176,7 @@ def task_cmd(
         d = _data(task, data, train, dev, text_column, text_pair_column, label_column, regression, train_limit, dev_limit,
                   unlabeled)
         dcfg = DistillConfig(alpha, temperature, cls_weight, augment, hidden_weight, augment_neighbours,
-                             attention_weight)
+                             attention_weight, mined_pairs)
         info = distil_task(_teacher(teacher), d, _train_cfg(epochs, batch_size, lr, max_length, seed, bf16), dcfg, out,
                            cache, student_dir, layers, num_layers, overwrite, resume)
     except (*_user_errors(), ValueError) as err:
@@ -360,6 +362,8 @@ def glue(
                                                    "(default: glue.DEFAULTS)."),
     unlabeled: Optional[str] = typer.Option(None, help="Extra student inputs only the teacher labels, per task: "
                                             "test (the task's test splits) or a file, e.g. stsb=test,cola=test."),
+    mined_pairs: Optional[str] = typer.Option(None, help="New teacher-labelled pairs per training row from the task's "
+                                              "own sentences (pair tasks), same syntax (default: glue.DEFAULTS)."),
     batch_size: int = 32, max_length: int = 128, dev_limit: Optional[int] = DevLimitOpt,
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the hard-label baseline."),
     compare: list[str] = typer.Option([], "--compare", help="NAME=PATH (or PATH) of another model to fine-tune and "
@@ -386,7 +390,7 @@ def glue(
             "train_limit": train_limit, "teacher_epochs": teacher_epochs, "teacher_lr": teacher_lr, "epochs": epochs,
             "lr": lr, "alpha": alpha, "temperature": temperature, "cls_weight": cls_weight, "augment": augment,
             "hidden_weight": hidden_weight, "augment_neighbours": augment_neighbours,
-            "attention_weight": attention_weight, "unlabeled": unlabeled},
+            "attention_weight": attention_weight, "unlabeled": unlabeled, "mined_pairs": mined_pairs},
             batch_size, max_length, bf16)
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         others = {}

@@ -250,6 +250,7 @@ DEFAULTS = {
     "attention_weight": {"_": 0.0},
     "train_limit": {"sst2": 20000, "_": 0},
     "unlabeled": {"_": ""},
+    "mined_pairs": {"_": 0},
 }
 
 
@@ -258,7 +259,7 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
     """One TaskRecipe per task from DEFAULTS and per-task override strings ('3,sst2=1')."""
     values = {}
     for key, defaults in DEFAULTS.items():
-        cast = int if key in ("train_limit", "augment", "augment_neighbours") else str if key == "unlabeled" else float
+        cast = int if key in ("train_limit", "augment", "augment_neighbours", "mined_pairs") else str if key == "unlabeled" else float
         given = parse_per_task(overrides.get(key), tasks, cast, "--" + key.replace("_", "-"))
         values[key] = {t: given.get(t, defaults.get(t, defaults["_"])) for t in tasks}
     recipes = {}
@@ -270,7 +271,8 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
             student=cfg(values["epochs"][t], values["lr"][t]),
             distillation=DistillConfig(values["alpha"][t], values["temperature"][t], values["cls_weight"][t],
                                        values["augment"][t], values["hidden_weight"][t],
-                                       values["augment_neighbours"][t], values["attention_weight"][t]),
+                                       values["augment_neighbours"][t], values["attention_weight"][t],
+                                       values["mined_pairs"][t]),
             train_limit=values["train_limit"][t] or None,
             unlabeled=values["unlabeled"][t] or None,
         )

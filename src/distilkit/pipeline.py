@@ -21,7 +21,7 @@ from transformers import AutoModel, AutoModelForMaskedLM
 
 from . import __version__
 from .artifacts import atomic_output_dir, read_json, write_json
-from .data.augment import augment, embedding_neighbours, texts_of, words_of
+from .data.augment import augment, embedding_neighbours, mine_pairs, texts_of, words_of
 from .data.task import TaskData
 from .evaluate import evaluate_model
 from .models import ModelError, count_parameters, has_classifier_head, load_classifier, load_config, load_tokenizer
@@ -185,9 +185,13 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
         inputs = data.train if data.unlabeled is None else datasets.concatenate_datasets([data.train, data.unlabeled])
         transfer = augment(inputs, dcfg.augment, cfg.seed,
                            neighbours=_neighbour_table(inputs, tokenizer, teacher_model, dcfg))
-        if dcfg.augment or data.unlabeled is not None:
+        perturbed = len(transfer) - len(inputs)
+        if dcfg.mined_pairs:
+            transfer = datasets.concatenate_datasets([transfer, mine_pairs(inputs, dcfg.mined_pairs, cfg.seed)])
+        if dcfg.augment or dcfg.mined_pairs or data.unlabeled is not None:
             console.print(f"transfer set: {len(data.train)} labelled rows + {len(inputs) - len(data.train)} unlabelled + "
-                          f"{len(transfer) - len(inputs)} perturbed copies (the last two with teacher targets only)")
+                          f"{perturbed} perturbed copies + {len(transfer) - len(inputs) - perturbed} mined pairs "
+                          "(all but the first with teacher targets only)")
         train_ds = encode(transfer, tokenizer, cfg.max_length)
         with_outputs, teacher_seconds = teacher_outputs_cached(teacher, teacher_model, tokenizer, transfer, train_ds,
                                                                cfg.max_length, dcfg.cls_weight > 0, cache_dir)

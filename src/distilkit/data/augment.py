@@ -114,3 +114,43 @@ def augment(ds: datasets.Dataset, copies: int, seed: int = 0, rate: float = 0.15
                 rows[name].append(new[name])
     copies_ds = datasets.Dataset.from_dict(rows, features=ds.features)
     return datasets.concatenate_datasets([ds, copies_ds])
+
+
+def mine_pairs(ds: datasets.Dataset, per_row: int, seed: int = 0, nearest: int = 10) -> datasets.Dataset:
+    """`per_row` new pairs per row of a pair task, without gold labels, made from the task's own sentences.
+
+    Each new pair is one of the row's two texts with one of its `nearest` most similar other sentences
+    of `ds` by TF-IDF cosine (never the row's own partner): unseen pairs spread over the whole range of
+    similarity, for the teacher to score. This is Augmented SBERT's sampling of sentence pairs by lexical
+    search (Thakur et al. 2021, BM25 there), used here to widen the student's transfer set."""
+    if "text_pair" not in ds.column_names:
+        raise ValueError("mined pairs need a pair task (columns text and text_pair)")
+    if per_row <= 0 or len(ds) == 0:
+        return ds.select([])
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    pool = sorted(set(texts_of(ds)))
+    index = {text: i for i, text in enumerate(pool)}
+    vectors = TfidfVectorizer(sublinear_tf=True).fit_transform(pool)  # rows unit length: dot = cosine
+    rng = random.Random(seed)
+    regression = ds.features["label"].dtype.startswith("float")
+    anchors = [(row["text"], row["text_pair"]) if rng.random() < 0.5 else (row["text_pair"], row["text"])
+               for row in ds for _ in range(per_row)]
+    wanted = sorted({index[a] for a, _ in anchors})
+    candidates = {}
+    for start in range(0, len(wanted), 1024):
+        rows = wanted[start:start + 1024]
+        sims = (vectors[rows] @ vectors.T).toarray()  # (chunk, pool)
+        sims[range(len(rows)), rows] = -1  # not the sentence itself
+        top = (-sims).argsort(axis=1, kind="stable")[:, :nearest + 1]
+        candidates.update(zip(rows, top.tolist()))
+    firsts, seconds = [], []
+    for anchor, partner in anchors:
+        options = [pool[j] for j in candidates[index[anchor]] if pool[j] != partner][:nearest]
+        if options:
+            firsts.append(anchor)
+            seconds.append(rng.choice(options))
+    label = math.nan if regression else NO_CLASS
+    rows = {"text": firsts, "text_pair": seconds, "label": [label] * len(firsts)}
+    rows.update({name: [None] * len(firsts) for name in ds.column_names if name not in rows})
+    return datasets.Dataset.from_dict(rows, features=ds.features)

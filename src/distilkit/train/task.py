@@ -31,7 +31,7 @@ from .common import (Collator, TrainConfig, add_loss_terms, attention_qkv, model
                      training_arguments)
 
 
-LATER_OPTIONS = ("augment", "hidden_weight", "augment_neighbours", "attention_weight")  # recorded only when on
+LATER_OPTIONS = ("augment", "hidden_weight", "augment_neighbours", "attention_weight", "mined_pairs")  # recorded only when on
 
 
 @dataclass
@@ -45,10 +45,12 @@ class DistillConfig:
     hidden_weight: float = 0.0  # γ on the intermediate-layer hidden-state MSE (0: off; runs the teacher online)
     augment_neighbours: int = 0  # a replaced word becomes one of its k teacher-embedding neighbours (0: random word)
     attention_weight: float = 0.0  # δ on the per-layer attention KL (0: off; runs the teacher online)
+    mined_pairs: int = 0  # new teacher-labelled pairs per row of a pair task, from its own sentences (0: off)
 
     def __post_init__(self):
         problems = [f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
-                    for name in ("cls_weight", "augment", "hidden_weight", "augment_neighbours", "attention_weight")
+                    for name in ("cls_weight", "augment", "hidden_weight", "augment_neighbours", "attention_weight",
+                                 "mined_pairs")
                     if getattr(self, name) < 0]
         if not 0 <= self.alpha <= 1:
             problems.append(f"alpha must be in [0, 1], got {self.alpha}")
