@@ -151,6 +151,9 @@ def test_per_task_values():
                                     "attention_weight": "stsb=2", "mined_pairs": "stsb=3"})
     assert [recipes[t].distillation.attention_weight for t in tasks] == [0.0, 0.0, 2.0]
     assert [recipes[t].distillation.mined_pairs for t in tasks] == [0, 0, 3]
+    assert [r.distillation.mined_pairs for r in build_recipes(tasks, {}).values()] == [0, 0, 2]  # DEFAULTS
+    with pytest.raises(ValueError, match="--mined-pairs: cola has one text per row"):
+        build_recipes(tasks, {"mined_pairs": "cola=1"})
     assert [r.unlabeled for r in build_recipes(tasks, {"unlabeled": "stsb=test"}).values()] == [None, None, "test"]
     assert "unlabeled" not in recipes["sst2"].to_dict()
     assert [recipes[t].distillation.augment_neighbours for t in tasks] == [8, 0, 8]  # stsb: DEFAULTS

@@ -233,7 +233,8 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
 # Defaults per task. SST-2, MRPC, STS-B and CoLA get the recipe measured in the README ("GLUE suite"),
 # chosen on their dev sets on 2 CPU cores: stronger teachers (lr 1e-4, 4-5 epochs on the small tasks),
 # students trained longer at lr 1e-4 on a transfer set with perturbed copies (`augment`) and, on STS-B
-# and CoLA, the intermediate-layer loss; STS-B's replaced words are teacher-embedding neighbours.
+# and CoLA, the intermediate-layer loss; STS-B's replaced words are teacher-embedding neighbours, and
+# STS-B gets 2 mined pairs per row (new pairs of its own sentences, scored by the teacher).
 # SST-2 is cut to 20k rows so the suite fits the 2-core budget.
 # Other tasks get the generic recipe ("_"). Each value can be overridden on the command line.
 DEFAULTS = {
@@ -250,7 +251,7 @@ DEFAULTS = {
     "attention_weight": {"_": 0.0},
     "train_limit": {"sst2": 20000, "_": 0},
     "unlabeled": {"_": ""},
-    "mined_pairs": {"_": 0},
+    "mined_pairs": {"stsb": 2, "_": 0},
 }
 
 
@@ -262,6 +263,9 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
         cast = int if key in ("train_limit", "augment", "augment_neighbours", "mined_pairs") else str if key == "unlabeled" else float
         given = parse_per_task(overrides.get(key), tasks, cast, "--" + key.replace("_", "-"))
         values[key] = {t: given.get(t, defaults.get(t, defaults["_"])) for t in tasks}
+    single = [t for t in tasks if values["mined_pairs"][t] and get_task(t).text_pair_column is None]
+    if single:
+        raise ValueError(f"--mined-pairs: {', '.join(single)} has one text per row; mined pairs need a pair task")
     recipes = {}
     for t in tasks:
         def cfg(epochs, lr):
