@@ -228,3 +228,20 @@ def test_dev_noise_benchmark_recomputes_the_suite_scores_and_brackets_them(two_s
     again = subprocess.run([sys.executable, str(script), "--suite", str(out), "--out", str(noise_dir)],
                            capture_output=True, text=True)
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_teacher_fit_benchmark_compares_student_and_teacher_on_train_and_dev(two_seed_suite, suite_glue):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, _ = two_seed_suite
+    stage = out / "stsb" / "seed-1"
+    script = Path(__file__).parent.parent / "benchmarks" / "teacher_fit.py"
+    run = subprocess.run([sys.executable, str(script), "--teacher", str(stage / "teacher"), "--student",
+                          str(stage / "student"), "--task", "stsb", "--data", str(suite_glue), "--train-rows", "20"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [line for line in run.stdout.splitlines() if line.strip()]  # progress bars leave blank lines
+    assert lines[0].startswith("train sample (20 rows): teacher_vs_gold_pearson")
+    assert lines[1].startswith("dev (24 rows):") and "student_vs_teacher_pearson" in lines[1]
