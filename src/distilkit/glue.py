@@ -234,7 +234,7 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
 # chosen on their dev sets on 2 CPU cores: stronger teachers (lr 1e-4, 4-5 epochs on the small tasks),
 # students trained longer at lr 1e-4 on a transfer set with perturbed copies (`augment`) and, on STS-B
 # and CoLA, the intermediate-layer loss; STS-B's replaced words are teacher-embedding neighbours, and
-# STS-B gets 2 mined pairs per row (new pairs of its own sentences, scored by the teacher).
+# MRPC and STS-B get 2 mined pairs per row (new pairs of their own sentences, scored by the teacher).
 # SST-2 is cut to 20k rows so the suite fits the 2-core budget.
 # Other tasks get the generic recipe ("_"). Each value can be overridden on the command line.
 DEFAULTS = {
@@ -251,7 +251,7 @@ DEFAULTS = {
     "attention_weight": {"_": 0.0},
     "train_limit": {"sst2": 20000, "_": 0},
     "unlabeled": {"_": ""},
-    "mined_pairs": {"stsb": 2, "_": 0},
+    "mined_pairs": {"mrpc": 2, "stsb": 2, "_": 0},
 }
 
 
@@ -260,7 +260,8 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
     """One TaskRecipe per task from DEFAULTS and per-task override strings ('3,sst2=1')."""
     values = {}
     for key, defaults in DEFAULTS.items():
-        cast = int if key in ("train_limit", "augment", "augment_neighbours", "mined_pairs") else str if key == "unlabeled" else float
+        integer = key in ("train_limit", "augment", "augment_neighbours", "mined_pairs")
+        cast = int if integer else str if key == "unlabeled" else float
         given = parse_per_task(overrides.get(key), tasks, cast, "--" + key.replace("_", "-"))
         values[key] = {t: given.get(t, defaults.get(t, defaults["_"])) for t in tasks}
     single = [t for t in tasks if values["mined_pairs"][t] and get_task(t).text_pair_column is None]
