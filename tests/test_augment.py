@@ -78,6 +78,8 @@ def test_mined_pairs_join_a_text_with_its_most_similar_sentence_never_its_own_pa
     again = mine_pairs(ds, per_row=4, seed=0, nearest=1)  # repeatable with the seed
     assert again["text"] == mined["text"] and again["text_pair"] == mined["text_pair"]
     assert len(mine_pairs(ds, per_row=0)) == 0
+    few = mine_pairs(ds, per_row=3, seed=1)  # 10 nearest of 6 sentences: every other one but the partner
+    assert len(few) == 9 and all(a != b for a, b in zip(few["text"], few["text_pair"]))
 
 
 def test_mined_pairs_need_a_pair_task():

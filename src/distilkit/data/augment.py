@@ -146,7 +146,8 @@ def mine_pairs(ds: datasets.Dataset, per_row: int, seed: int = 0, nearest: int =
         candidates.update(zip(rows, top.tolist()))
     firsts, seconds = [], []
     for anchor, partner in anchors:
-        options = [pool[j] for j in candidates[index[anchor]] if pool[j] != partner][:nearest]
+        i = index[anchor]
+        options = [pool[j] for j in candidates[i] if j != i and pool[j] != partner][:nearest]  # a small pool: self too
         if options:
             firsts.append(anchor)
             seconds.append(rng.choice(options))
