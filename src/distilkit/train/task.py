@@ -31,7 +31,8 @@ from .common import (Collator, TrainConfig, add_loss_terms, attention_qkv, model
                      training_arguments)
 
 
-LATER_OPTIONS = ("augment", "hidden_weight", "augment_neighbours", "attention_weight", "mined_pairs")  # recorded only when on
+# options added after the first records: written to distil.json only when on, so older records still match
+LATER_OPTIONS = ("augment", "hidden_weight", "augment_neighbours", "attention_weight", "mined_pairs")
 
 
 @dataclass
