@@ -60,6 +60,11 @@ def _replacement(word: str, vocabulary: list[str], neighbours: dict[str, list[st
     return word[:head] + new + word[tail:]
 
 
+def no_label(features: datasets.Features) -> float | int:
+    """The label of a row without a gold one: NaN for a score, NO_CLASS for a class."""
+    return math.nan if features["label"].dtype.startswith("float") else NO_CLASS
+
+
 def texts_of(ds: datasets.Dataset) -> list[str]:
     """Every text of `ds`: the first texts, then the second texts of a pair task."""
     return list(ds["text"]) + (list(ds["text_pair"]) if "text_pair" in ds.column_names else [])
@@ -100,7 +105,6 @@ def augment(ds: datasets.Dataset, copies: int, seed: int = 0, rate: float = 0.15
         return ds
     rng = random.Random(seed)
     has_pair = "text_pair" in ds.column_names
-    regression = ds.features["label"].dtype.startswith("float")
     vocabulary = sorted({w for text in texts_of(ds) for w in text.split()})
     rows = {name: [] for name in ds.column_names}
     for row in ds:
@@ -109,7 +113,7 @@ def augment(ds: datasets.Dataset, copies: int, seed: int = 0, rate: float = 0.15
             key = "text" if first else "text_pair"
             new = dict(row)
             new[key] = " ".join(perturb(row[key].split(), vocabulary, rng, rate, neighbours))
-            new["label"] = math.nan if regression else NO_CLASS
+            new["label"] = no_label(ds.features)
             for name in rows:
                 rows[name].append(new[name])
     copies_ds = datasets.Dataset.from_dict(rows, features=ds.features)
@@ -133,7 +137,6 @@ def mine_pairs(ds: datasets.Dataset, per_row: int, seed: int = 0, nearest: int =
     index = {text: i for i, text in enumerate(pool)}
     vectors = TfidfVectorizer(sublinear_tf=True).fit_transform(pool)  # rows unit length: dot = cosine
     rng = random.Random(seed)
-    regression = ds.features["label"].dtype.startswith("float")
     anchors = [(row["text"], row["text_pair"]) if rng.random() < 0.5 else (row["text_pair"], row["text"])
                for row in ds for _ in range(per_row)]
     wanted = sorted({index[a] for a, _ in anchors})
@@ -151,7 +154,6 @@ def mine_pairs(ds: datasets.Dataset, per_row: int, seed: int = 0, nearest: int =
         if options:
             firsts.append(anchor)
             seconds.append(rng.choice(options))
-    label = math.nan if regression else NO_CLASS
-    rows = {"text": firsts, "text_pair": seconds, "label": [label] * len(firsts)}
+    rows = {"text": firsts, "text_pair": seconds, "label": [no_label(ds.features)] * len(firsts)}
     rows.update({name: [None] * len(firsts) for name in ds.column_names if name not in rows})
     return datasets.Dataset.from_dict(rows, features=ds.features)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 
+from .augment import no_label
 from .errors import DataError
 from .files import load_table, load_texts
 from .glue import default_glue_dir, get_task, load_glue_split
@@ -99,8 +99,7 @@ def _load_unlabeled(source: str, data: TaskData, text_column: str, text_pair_col
             raise DataError(f"{source}: the training data {'has' if data.is_pair else 'has no'} text pairs, "
                             f"so the unlabelled file needs {'both' if data.is_pair else 'only'} the text column"
                             f"{'s' if data.is_pair else ''} of the training data")
-    no_label = math.nan if data.regression else -1
-    return ds.add_column("label", [no_label] * len(ds)).cast(data.train.features)
+    return ds.add_column("label", [no_label(data.train.features)] * len(ds)).cast(data.train.features)
 
 
 def _load_labelled(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column, regression,
