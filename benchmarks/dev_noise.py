@@ -20,9 +20,10 @@ import numpy as np
 
 from distilkit.artifacts import check_output, read_json, write_json, write_text
 from distilkit.data.task import load_task_data
-from distilkit.evaluate import dev_predictions
+from distilkit.stages.evaluate import dev_predictions
 from distilkit.metrics import evaluate_task_predictions, glue_score, task_score
-from distilkit.models import load_classifier, load_tokenizer
+from distilkit.models.folders import load_tokenizer
+from distilkit.models.loading import load_classifier
 
 
 def resample(split_predictions: dict, rows: dict) -> dict:

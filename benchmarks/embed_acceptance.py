@@ -143,7 +143,7 @@ def main() -> None:
         seconds["export"] = distil("export", str(out / "student"), "--data", str(glue))
         export = read_json(out / "student" / "export.json")["check"]
     info = read_json(out / "student" / "distil.json")
-    from distilkit.evaluate import embedding_scores
+    from distilkit.stages.evaluate import embedding_scores
 
     flat = {m: embedding_scores({k: v for k, v in r.items() if k != "pooling"}) for m, r in evaluation["models"].items()}
     results = {

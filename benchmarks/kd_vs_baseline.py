@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from distilkit.artifacts import read_json, write_json, write_text  # noqa: E402
 from distilkit.data.task import load_task_data  # noqa: E402
-from distilkit.models import resolve_model  # noqa: E402
-from distilkit.pipeline import distil_task, finetune_teacher, make_student, train_baseline  # noqa: E402
+from distilkit.models.folders import resolve_model  # noqa: E402
+from distilkit.stages.task import distil_task, finetune_teacher, make_student, train_baseline  # noqa: E402
 from distilkit.train.common import TrainConfig  # noqa: E402
 from distilkit.train.task import DistillConfig  # noqa: E402
 

@@ -147,7 +147,7 @@ def server_metrics(url: str) -> dict:
 
 def offline_throughput(model_dir: str, backend: str, texts: list[str], batch: int, total: int) -> dict:
     """texts/s of the same backend in-process on `total` texts in batches of `batch` (tokenising included)."""
-    from distilkit.backends import load_backend, predict_all
+    from distilkit.deploy.backends import load_backend, predict_all
 
     model = load_backend(model_dir, backend)
     sample = [texts[i % len(texts)] for i in range(total)]

@@ -60,10 +60,11 @@ def main() -> None:
     from transformers import AutoModelForMaskedLM
 
     from distilkit.artifacts import save_figure, write_json
-    from distilkit.bench import hardware, matmul_peaks, synthetic_inputs
-    from distilkit.models import load_tokenizer, resolve_model
-    from distilkit.student import build_student
-    from distilkit.train.common import bf16_supported
+    from distilkit.deploy.bench import matmul_peaks, synthetic_inputs
+    from distilkit.hardware import hardware
+    from distilkit.models.folders import load_tokenizer, resolve_model
+    from distilkit.models.student import build_student
+    from distilkit.hardware import bf16_supported
     from distilkit.train.general import Masker, TripleLossConfig
 
     torch.manual_seed(0)

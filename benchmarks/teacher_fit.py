@@ -17,8 +17,9 @@ import numpy as np
 from scipy.stats import pearsonr
 
 from distilkit.data.task import load_task_data
-from distilkit.evaluate import predictions
-from distilkit.models import load_classifier, load_tokenizer
+from distilkit.metrics import predictions
+from distilkit.models.folders import load_tokenizer
+from distilkit.models.loading import load_classifier
 from distilkit.train.common import encode, predict_logits
 
 

@@ -22,7 +22,7 @@ def make_classifier(folder: Path, kind: str = "distilbert", task: str = "sst2", 
     import torch
     from transformers import BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
-    from distilkit.pipeline import save_model
+    from distilkit.models.loading import save_model
 
     torch.manual_seed(seed)
     labels = MRPC_LABELS if task == "mrpc" else SST2_LABELS
@@ -45,7 +45,7 @@ def make_classifier(folder: Path, kind: str = "distilbert", task: str = "sst2", 
 @pytest.fixture(scope="session")
 def tiny_student(tmp_path_factory) -> Path:
     """A DistilBERT SST-2 classifier folder, exported to ONNX fp32 and int8 (unchecked)."""
-    from distilkit.export import export_onnx
+    from distilkit.deploy.export import export_onnx
 
     folder = make_classifier(tmp_path_factory.mktemp("deploy") / "student")
     export_onnx(folder)

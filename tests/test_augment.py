@@ -89,7 +89,7 @@ def test_mined_pairs_need_a_pair_task():
 
 
 def test_distillation_with_augmented_copies(tiny_teacher, tiny_glue, tmp_path):
-    from distilkit.pipeline import distil_task, finetune_teacher
+    from distilkit.stages.task import distil_task, finetune_teacher
     from distilkit.train.common import TrainConfig
     from distilkit.train.task import DistillConfig
 

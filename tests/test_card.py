@@ -6,9 +6,9 @@ import shutil
 import pytest
 from huggingface_hub import ModelCard
 
-from distilkit.card import CardError, model_card, write_model_card
+from distilkit.experiments.card import CardError, model_card, write_model_card
 from distilkit.data.task import load_task_data
-from distilkit.pipeline import distil_task
+from distilkit.stages.task import distil_task
 from distilkit.train.common import TrainConfig
 from distilkit.train.task import DistillConfig
 

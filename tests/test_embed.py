@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from distilkit.cli import app
 from distilkit.data.errors import DataError
-from distilkit.embed import (EmbedConfig, EmbedError, Pooling, distil_embeddings, is_embedding_model, pool,
-                             pool_numpy, read_pooling, write_sentence_transformers_files)
-from distilkit.losses import embedding_cosine, embedding_mse, similarity_kl, similarity_mse
+from distilkit.models.pooling import EmbedError, Pooling, is_embedding_model, pool, pool_numpy, read_pooling, write_sentence_transformers_files
+from distilkit.stages.embedding import distil_embeddings
+from distilkit.train.embedding import EmbedConfig
+from distilkit.losses import embedding_cosine, embedding_mse, similarity_mse
 from distilkit.metrics import retrieval_metrics, sts_spearman
 
 from .conftest import make_tokenizer, sentences, tiny_bert_config
@@ -106,25 +107,6 @@ def test_embedding_losses_by_hand():
     assert embedding_cosine(3 * t, t).item() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_similarity_kl_by_hand():
-    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    assert similarity_kl(a, 5 * a).item() == pytest.approx(0.0, abs=1e-6)
-    # 3 rows, diagonal left out: each row is a distribution over the 2 other rows
-    s = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # row 0 = row 2
-    t = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # row 1 = row 2
-    tau = 1.0
-
-    def dist(cos_row):
-        e = np.exp(np.array(cos_row) / tau)
-        return e / e.sum()
-
-    # off-diagonal cosines: student rows (0: [0, 1]) (1: [0, 0]) (2: [1, 0]); teacher (0: [0, 0]) (1: [0, 1]) (2: [0, 1])
-    ps = [dist([0, 1]), dist([0, 0]), dist([1, 0])]
-    pt = [dist([0, 0]), dist([0, 1]), dist([0, 1])]
-    expected = np.mean([(q * np.log(q / p)).sum() for p, q in zip(ps, pt)])
-    assert similarity_kl(s, t, temperature=tau).item() == pytest.approx(expected, rel=1e-5)
-
-
 def test_retrieval_metrics_by_hand():
     passages = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
     queries = np.array([[1.0, 0.1],   # ranks 0, 2, 1, 3 → relevant 2 at rank 2
@@ -168,13 +150,16 @@ def test_student_folder_loads_in_sentence_transformers_and_automodel(student, te
 
 
 def test_distillation_moves_the_student_towards_the_teacher(student, teacher, corpus, tmp_path):
-    from distilkit.embed import Embedder
+    from distilkit.deploy.backends import load_backend, predict_all
 
     truncated = tmp_path / "truncated"
     distil_embeddings(str(teacher), [corpus], truncated, EmbedConfig(epochs=0), layers="0,2", say=lambda m: None)
     texts = [s for s, _ in sentences(50, seed=11)]
-    t = Embedder(teacher).encode(texts)
-    cos = {name: float((Embedder(path).encode(texts) * t).sum(1).mean()) for name, path in
+    def embed(path):
+        return predict_all(load_backend(path, "torch"), texts)
+
+    t = embed(teacher)
+    cos = {name: float((embed(path) * t).sum(1).mean()) for name, path in
            (("truncated", truncated), ("student", student))}
     assert cos["student"] > cos["truncated"]
 
@@ -253,14 +238,14 @@ def test_serve_embed_and_wrong_endpoints(student, tiny_student):
 
 
 def create_app_for(folder):
-    from distilkit.serve import create_app
+    from distilkit.deploy.serve import create_app
 
     return create_app(folder, "torch")
 
 
 @pytest.fixture(scope="module")
 def exported(student, tmp_path_factory):
-    from distilkit.export import export_onnx
+    from distilkit.deploy.export import export_onnx
 
     out = tmp_path_factory.mktemp("embed_onnx") / "onnx"
     texts = [s for s, _ in sentences(60, seed=5)]
@@ -268,7 +253,7 @@ def exported(student, tmp_path_factory):
 
 
 def test_export_checks_int8_by_cosine(exported, student):
-    from distilkit.backends import load_backend
+    from distilkit.deploy.backends import load_backend
 
     out, info = exported
     assert info["kind"] == "embedding" and info["passed"] and info["check"]["sentences"] == 60
@@ -280,7 +265,7 @@ def test_export_checks_int8_by_cosine(exported, student):
 
 
 def test_export_below_the_cosine_tolerance_fails_loudly(student, tmp_path):
-    from distilkit.export import ExportCheckError, export_onnx
+    from distilkit.deploy.export import ExportCheckError, export_onnx
 
     with pytest.raises(ExportCheckError, match=r"mean cosine .* \(below --min-cosine 1.01"):
         export_onnx(student, tmp_path / "onnx", data=["a good film", "bad plot"], min_cosine=1.01)
@@ -329,7 +314,7 @@ def test_eval_embedding_side_by_side_with_retention(student, teacher, tmp_path):
 
 
 def test_bench_accepts_embedding_folders(student, teacher):
-    from distilkit.bench import run_bench
+    from distilkit.deploy.bench import run_bench
 
     result = run_bench({"teacher": teacher, "student": student}, seqs=[8], batch=2, repeats=1, warmup=0,
                        backends=["torch"], peak_size=64)
@@ -343,10 +328,10 @@ def test_minilm_student_on_a_few_hundred_sentences(glue_dir, tmp_path):
     keeps mean pooling and normalisation, and stays close to the teacher on 200 STS-B dev pairs."""
     from sentence_transformers import SentenceTransformer
 
-    from distilkit.backends import load_backend, predict_all
+    from distilkit.deploy.backends import load_backend, predict_all
     from distilkit.data.sentences import load_sentences
-    from distilkit.evaluate import sts_pairs
-    from distilkit.models import resolve_model
+    from distilkit.data.retrieval import sts_pairs
+    from distilkit.models.folders import resolve_model
 
     sentences_file = tmp_path / "s.txt"
     sentences_file.write_text("\n".join(load_sentences([glue_dir / "STS-B"])[0][:300]))

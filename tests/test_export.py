@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from distilkit.backends import load_backend, predict_all
+from distilkit.deploy.backends import load_backend, predict_all
 from distilkit.cli import app
 from distilkit.data.task import load_task_data
-from distilkit.export import ExportCheckError, export_onnx
+from distilkit.deploy.export import ExportCheckError, export_onnx
 
 from .deploy_fixtures import dev_texts, make_classifier, tiny_student  # noqa: F401
 

@@ -69,7 +69,7 @@ def test_trainer_runs_the_triple_loss(corpus_dir, tmp_path):
     from transformers import BertForMaskedLM, TrainingArguments
 
     from distilkit.data.masking import token_weights
-    from distilkit.student import build_student
+    from distilkit.models.student import build_student
     from distilkit.train.general import GeneralDistillationTrainer, Masker, PaddingCollator, TripleLossConfig
 
     tokenizer = make_tokenizer(tmp_path / "tok")

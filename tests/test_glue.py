@@ -6,11 +6,11 @@ import random
 import pytest
 from typer.testing import CliRunner
 
-import distilkit.glue as glue_mod
+import distilkit.stages.task as stages_mod
 from distilkit.artifacts import read_json
 from distilkit.cli import app
-from distilkit.glue import build_recipes, parse_per_task, run_glue
-from distilkit.pipeline import StageConfigError
+from distilkit.experiments.suite import build_recipes, parse_per_task, run_glue
+from distilkit.stages.reuse import StageConfigError
 
 from .conftest import sentences
 
@@ -90,7 +90,7 @@ def test_paper_table_and_report(two_seed_suite):
 def test_a_killed_suite_resumes_without_redoing_finished_stages(tiny_teacher, suite_glue, tmp_path, monkeypatch):
     out, tasks = tmp_path / "suite", ["sst2", "stsb"]
     calls = []
-    real = {name: getattr(glue_mod, name) for name in ("finetune_teacher", "make_student", "distil_task", "train_baseline")}
+    real = {name: getattr(stages_mod, name) for name in ("finetune_teacher", "make_student", "distil_task", "train_baseline")}
 
     def spy(name, kill_at=None):
         def wrapped(*args, **kwargs):
@@ -103,7 +103,7 @@ def test_a_killed_suite_resumes_without_redoing_finished_stages(tiny_teacher, su
         return wrapped
 
     for name in real:
-        monkeypatch.setattr(glue_mod, name, spy(name, kill_at="stsb/student"))
+        monkeypatch.setattr(stages_mod, name, spy(name, kill_at="stsb/student"))
     with pytest.raises(KeyboardInterrupt):
         run_glue(str(tiny_teacher), tasks, out, _recipes(tasks), suite_glue, seeds=[1], layers="first-2")
     assert calls == ["sst2/teacher", "sst2/student_init", "sst2/student", "sst2/baseline",
@@ -113,7 +113,7 @@ def test_a_killed_suite_resumes_without_redoing_finished_stages(tiny_teacher, su
 
     calls.clear()
     for name in real:
-        monkeypatch.setattr(glue_mod, name, spy(name))
+        monkeypatch.setattr(stages_mod, name, spy(name))
     result = run_glue(str(tiny_teacher), tasks, out, _recipes(tasks), suite_glue, seeds=[1], layers="first-2")
     assert calls == ["stsb/student", "stsb/baseline"]
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())

@@ -41,7 +41,7 @@ def test_self_attention_relation_by_hand():
 def test_recomputed_attention_is_the_models_own_in_every_layer():
     from transformers import BertModel
 
-    from distilkit.student import build_student
+    from distilkit.models.student import build_student
     from distilkit.train.common import attention_qkv
 
     torch.manual_seed(0)

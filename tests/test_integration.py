@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from distilkit.data.task import load_task_data
-from distilkit.models import load_encoder, load_tokenizer, resolve_model
-from distilkit.run import run_pipeline
-from distilkit.student import build_student
+from distilkit.models.folders import load_tokenizer, resolve_model
+from distilkit.models.loading import load_encoder
+from distilkit.experiments.run import run_pipeline
+from distilkit.models.student import build_student
 from distilkit.train.common import TrainConfig
 from distilkit.train.task import DistillConfig
 
@@ -33,7 +34,7 @@ def test_identity_student_of_minilm_reproduces_its_last_hidden_state(minilm):
 
 
 def test_half_depth_minilm_student_is_40_percent_lighter_in_non_embedding_weights(minilm):
-    from distilkit.models import count_parameters
+    from distilkit.models.loading import count_parameters
 
     _, teacher, _ = minilm
     t, s = count_parameters(teacher), count_parameters(build_student(teacher, [0, 2, 4]))

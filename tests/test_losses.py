@@ -38,8 +38,13 @@ def test_hard_ce_and_ignore_index():
 
 def test_classification_distillation_mixes_kl_and_ce():
     s, t, y = torch.tensor([[0.0, 0.0]]), torch.tensor([[LN3, 0.0]]), torch.tensor([1])
-    got = losses.classification_distillation(s, t, y, alpha=0.3, temperature=1.0).item()
-    assert got == pytest.approx(0.3 * KL_HAND + 0.7 * math.log(2), rel=1e-5)
+    got = losses.classification_distillation(s, t, y, alpha=0.3, temperature=1.0)
+    assert got["loss"].item() == pytest.approx(0.3 * KL_HAND + 0.7 * math.log(2), rel=1e-5)
+    assert got["kd"].item() == pytest.approx(KL_HAND, rel=1e-5) and got["ce"].item() == pytest.approx(math.log(2))
+    # a row without a gold class (label -1: a perturbed copy) counts in the KL term only
+    two = losses.classification_distillation(s.repeat(2, 1), t.repeat(2, 1), torch.tensor([1, -1]), alpha=0.3,
+                                             temperature=1.0)
+    assert two["loss"].item() == pytest.approx(got["loss"].item(), rel=1e-5)
 
 
 def test_regression_distillation():

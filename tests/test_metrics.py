@@ -5,7 +5,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from distilkit.data import get_task
-from distilkit.metrics import compute_metrics, evaluate_task_predictions, glue_score, retention, task_score
+from distilkit.metrics import compute_metrics, evaluate_task_predictions, glue_score, task_score
 
 PREDS = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1]
 REFS = [1, 0, 0, 1, 0, 1, 1, 0, 0, 1]
@@ -45,7 +45,6 @@ def test_task_and_glue_score():
     mrpc = compute_metrics(get_task("mrpc").metrics, PREDS, REFS)
     assert task_score(mrpc) == pytest.approx((mrpc["f1"] + mrpc["accuracy"]) / 2)
     assert glue_score({"cola": 0.5, "sst2": 0.9, "mrpc": 0.7}) == pytest.approx(0.7)
-    assert retention(0.97, 0.97) == 1.0 and retention(0.5, 0.8) == pytest.approx(0.625)
 
 
 def test_evaluate_task_predictions():

@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 from distilkit.artifacts import OutputExistsError, atomic_output_dir, write_json
 from distilkit.cli import app
 from distilkit.data.task import load_task_data
-from distilkit.models import ModelError, resolve_model
-from distilkit.pipeline import distil_task, finetune_teacher, make_student, train_baseline
-from distilkit.run import run_pipeline
-from distilkit.student import StudentError
+from distilkit.models.folders import ModelError, resolve_model
+from distilkit.stages.task import distil_task, finetune_teacher, make_student, train_baseline
+from distilkit.experiments.run import run_pipeline
+from distilkit.models.student import StudentError
 from distilkit.train.common import TrainConfig
 from distilkit.train.task import DistillConfig
 
@@ -201,7 +201,8 @@ def test_model_after_bf16_training_predicts_like_its_saved_fp32_copy(tiny_teache
     """Mixed-precision training must not leave an autocast wrapper on the model we then evaluate."""
     import numpy as np
 
-    from distilkit.models import load_classifier, load_tokenizer
+    from distilkit.models.folders import load_tokenizer
+    from distilkit.models.loading import load_classifier
     from distilkit.train.common import encode, predict_logits
     from distilkit.train.task import finetune
 
@@ -223,8 +224,10 @@ def test_distillation_step_is_the_same_with_gradient_accumulation(tiny_teacher, 
 
     import torch
 
-    from distilkit.models import load_classifier, load_tokenizer
-    from distilkit.train.common import Collator, encode, model_inputs, training_arguments
+    from distilkit.models.folders import load_tokenizer
+    from distilkit.models.loading import load_classifier
+    from distilkit.models.loading import model_inputs
+    from distilkit.train.common import Collator, encode, training_arguments
     from distilkit.train.task import DistillationTrainer
 
     data = load_task_data("sst2", tiny_glue)
@@ -286,7 +289,8 @@ def _attention_gap(student_dir, teacher_dir, data, layers) -> float:
     import torch
 
     from distilkit import losses
-    from distilkit.models import load_classifier, load_tokenizer
+    from distilkit.models.folders import load_tokenizer
+    from distilkit.models.loading import load_classifier
     from distilkit.train.task import matching_attention_layers
 
     tokenizer = load_tokenizer(str(teacher_dir))
@@ -319,7 +323,8 @@ def _hidden_gap(student_dir, teacher_dir, data, layers) -> float:
     import torch
 
     from distilkit import losses
-    from distilkit.models import load_classifier, load_tokenizer
+    from distilkit.models.folders import load_tokenizer
+    from distilkit.models.loading import load_classifier
     from distilkit.train.task import matching_layers
 
     tokenizer = load_tokenizer(str(teacher_dir))
@@ -364,7 +369,7 @@ def test_unlabeled_inputs_join_the_transfer_set_and_the_record(teacher_and_plain
 
 
 def test_mined_pairs_join_the_transfer_set_and_the_record(teacher_and_plain_student, tmp_path):
-    from distilkit.card import card_body
+    from distilkit.experiments.card import card_body
 
     from .conftest import sentences
 
@@ -385,8 +390,9 @@ def test_online_teacher_gets_token_type_ids_the_student_does_not_take(tiny_teach
     """Pairs: the DistilBERT student takes no token_type_ids, but the BERT teacher's states need them."""
     import datasets
 
-    from distilkit.models import load_classifier, load_tokenizer
-    from distilkit.student import build_student
+    from distilkit.models.folders import load_tokenizer
+    from distilkit.models.loading import load_classifier
+    from distilkit.models.student import build_student
     from distilkit.train.common import encode
     from distilkit.train.task import distill
 
@@ -414,7 +420,7 @@ def test_online_teacher_gets_token_type_ids_the_student_does_not_take(tiny_teach
 
 
 def test_reuse_sees_one_data_folder_spelt_two_ways(tmp_path, monkeypatch):
-    from distilkit.pipeline import StageConfigError, reuse_or_run
+    from distilkit.stages.reuse import StageConfigError, reuse_or_run
 
     (tmp_path / "glue").mkdir()
     (tmp_path / "other").mkdir()

@@ -10,9 +10,10 @@ from typer.testing import CliRunner
 
 from distilkit.cli import app
 from distilkit.data.task import load_task_data
-from distilkit.evaluate import predictions
-from distilkit.models import load_classifier, load_tokenizer
-from distilkit.serve import create_app
+from distilkit.metrics import predictions
+from distilkit.models.folders import load_tokenizer
+from distilkit.models.loading import load_classifier
+from distilkit.deploy.serve import create_app
 from distilkit.train.common import encode, predict_logits
 
 from .deploy_fixtures import tiny_pair_model, tiny_student  # noqa: F401

@@ -222,7 +222,7 @@ def test_a_pretrained_student_starts_task_distillation(tiny_teacher, corpus_dir,
     from safetensors.torch import load_file
 
     from distilkit.data.task import load_task_data
-    from distilkit.pipeline import _task_model
+    from distilkit.stages.task import _task_model
 
     prepared = tmp_path / "prepared"  # a prepared corpus is reused as it is, and never overwritten by accident
     assert cli("corpus", corpus_dir, "--teacher", tiny_teacher, "--out", prepared, "--max-len", "12").exit_code == 0

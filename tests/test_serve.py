@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from distilkit.backends import OrtBackend
-from distilkit.serve import create_app
+from distilkit.deploy.backends import OrtBackend
+from distilkit.deploy.serve import create_app
 
 from .deploy_fixtures import tiny_pair_model, tiny_student  # noqa: F401
 

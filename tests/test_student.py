@@ -13,8 +13,8 @@ from transformers import (
     RobertaModel,
 )
 
-from distilkit.models import count_parameters
-from distilkit.student import StudentError, build_student, choose_layers
+from distilkit.models.loading import count_parameters
+from distilkit.models.student import StudentError, build_student, choose_layers
 
 from .conftest import tiny_bert_config
 

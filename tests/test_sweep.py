@@ -5,7 +5,7 @@ import json
 import pytest
 
 from distilkit.data.task import load_task_data
-from distilkit.sweep import pareto_front, run_sweep
+from distilkit.experiments.sweep import pareto_front, run_sweep
 from distilkit.train.common import TrainConfig
 from distilkit.train.task import DistillConfig
 
@@ -56,9 +56,9 @@ def test_second_run_reuses_every_folder_and_export(swept, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished stage was redone")
 
-    monkeypatch.setattr("distilkit.sweep.distil_task", refuse)
-    monkeypatch.setattr("distilkit.pipeline.distil_task", refuse)
-    monkeypatch.setattr("distilkit.sweep.export_onnx", refuse)
+    monkeypatch.setattr("distilkit.experiments.sweep.distil_task", refuse)
+    monkeypatch.setattr("distilkit.stages.task.distil_task", refuse)
+    monkeypatch.setattr("distilkit.experiments.sweep.export_onnx", refuse)
     again = run_sweep(root / "teacher", data, [1, 2], root / "out", QUICK, DistillConfig(), root / "cache", **SETTINGS)
     assert [(p["model"], p["precision"], p["score"]) for p in again["points"]] == [
         (p["model"], p["precision"], p["score"]) for p in first["points"]]

@@ -7,6 +7,7 @@ place only when everything is there; an existing output is replaced only when as
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -15,7 +16,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-class OutputExistsError(FileExistsError):
+from .errors import UserError
+
+
+class OutputExistsError(UserError, FileExistsError):
     """The output folder exists and --overwrite was not given."""
 
 
@@ -115,6 +119,24 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def read_record(folder: str | Path, name: str = "distil.json") -> dict:
+    """A folder's JSON record (distil.json, export.json, ...); {} when the folder has none."""
+    path = Path(folder) / name
+    return read_json(path) if path.is_file() else {}
+
+
+def fingerprint(*parts: Any, files: list[Path] = ()) -> str:
+    """A short sha256 of JSON-able `parts` and of each file's path, size and modification time: the key of a
+    cache entry that must change when its inputs (texts, settings, model weights) change."""
+    digest = hashlib.sha256()
+    for path in files:
+        stat = Path(path).stat()
+        digest.update(f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:20]
 
 
 def _json_default(value: Any) -> Any:

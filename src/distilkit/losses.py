@@ -34,12 +34,14 @@ def classification_distillation(
     labels: torch.Tensor,
     alpha: float = 0.5,
     temperature: float = 2.0,
-) -> torch.Tensor:
-    """Task distillation for classification: α·T²·KL(teacher‖student at T) + (1−α)·CE(gold)."""
-    loss = alpha * soft_target_kl(student_logits, teacher_logits, temperature)
-    if alpha < 1.0:
-        loss = loss + (1.0 - alpha) * hard_ce(student_logits, labels)
-    return loss
+) -> dict[str, torch.Tensor]:
+    """Task distillation for classification: α·T²·KL(teacher‖student at T) + (1−α)·CE(gold).
+
+    Rows without a gold class (label < 0: perturbed copies, unlabelled inputs) count in the KL term only.
+    Returns {"loss": the weighted sum, "kd": the KL term, "ce": the CE term}, the last two unweighted."""
+    kd = soft_target_kl(student_logits, teacher_logits, temperature)
+    ce = gold_ce(student_logits, labels)
+    return {"loss": alpha * kd + (1.0 - alpha) * ce, "kd": kd, "ce": ce}
 
 
 def regression_distillation(
@@ -54,6 +56,11 @@ def regression_distillation(
     if not gold.any():
         return loss
     return loss + (1.0 - alpha) * F.mse_loss(student_pred[gold], labels[gold])
+
+
+def weighted_sum(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """Σ weight·term over the terms whose weight is not 0 (a term with weight 0 may be absent)."""
+    return sum(w * terms[name] for name, w in weights.items() if w)
 
 
 def gold_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -128,17 +135,15 @@ def triple_loss_terms(
     teacher_hidden: torch.Tensor | None,
     attention_mask: torch.Tensor,
     temperature: float = 2.0,
-    all_positions: bool = False,
 ) -> dict[str, torch.Tensor]:
     """DistilBERT's general-distillation terms (Sanh et al. 2019), each unweighted.
 
-    ce: T²·KL(teacher‖student) over the vocabulary at masked positions (all real positions with
-    `all_positions`); mlm: cross-entropy on the masked tokens; cos: 1 − cos of last hidden states
+    ce: T²·KL(teacher‖student) over the vocabulary at masked positions; mlm: cross-entropy on the masked tokens; cos: 1 − cos of last hidden states
     on real tokens (left out when the hidden states are None); mse: MSE between the logits at the
     same positions as ce.
     Shapes: logits (batch, seq, vocab), labels (batch, seq) with -100 off the masked positions.
     """
-    rows = attention_mask.bool() if all_positions else labels != -100
+    rows = labels != -100
     s, t = student_logits[rows], teacher_logits[rows]
     terms = {
         "ce": soft_target_kl(s, t, temperature),
@@ -174,16 +179,6 @@ def similarity_mse(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torc
     """MSE between the in-batch cosine-similarity matrices of student and teacher (diagonal included,
     where both are 1): the student learns how the teacher relates the sentences of a batch to each other."""
     return F.mse_loss(cosine_matrix(student_emb), cosine_matrix(teacher_emb))
-
-
-def similarity_kl(student_emb: torch.Tensor, teacher_emb: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
-    """KL(teacher ‖ student) between row-wise softmaxes of the in-batch cosine similarities at `temperature`,
-    the diagonal left out (each sentence's distribution over the other sentences of the batch), mean over rows."""
-    n = student_emb.size(0)
-    off = ~torch.eye(n, dtype=torch.bool, device=student_emb.device)
-    s = (cosine_matrix(student_emb) / temperature)[off].view(n, n - 1)
-    t = (cosine_matrix(teacher_emb) / temperature)[off].view(n, n - 1)
-    return F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), reduction="batchmean", log_target=True)
 
 
 def embedding_distillation(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> dict[str, torch.Tensor]:

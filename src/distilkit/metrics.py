@@ -1,4 +1,7 @@
-"""GLUE metrics: per-task metric values, the per-task score, the GLUE macro score, retention."""
+"""GLUE metrics: per-task metric values, the per-task score, the GLUE macro score; STS and retrieval metrics."""
+
+from __future__ import annotations
+
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
@@ -10,6 +13,11 @@ METRICS = {
     "pearson": lambda refs, preds: pearsonr(preds, refs)[0],
     "spearman": lambda refs, preds: spearmanr(preds, refs)[0],
 }
+
+
+def predictions(logits: np.ndarray, regression: bool) -> np.ndarray:
+    """Class ids (the arg-max of each row of logits), or the regression output."""
+    return logits[:, 0] if regression else logits.argmax(-1)
 
 
 def compute_metrics(metric_names, predictions, references) -> dict[str, float]:
@@ -50,13 +58,6 @@ def glue_score(task_scores: dict[str, float]) -> float:
     if not task_scores:
         raise ValueError("glue_score needs at least one task score")
     return float(np.mean(list(task_scores.values())))
-
-
-def retention(student_score: float, teacher_score: float) -> float:
-    """Share of the teacher's score the student keeps (student / teacher)."""
-    if teacher_score == 0:
-        raise ValueError("retention is undefined for a teacher score of 0")
-    return float(student_score / teacher_score)
 
 
 # --- sentence embeddings: STS and retrieval ---------------------------------------------------------

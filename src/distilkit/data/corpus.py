@@ -58,15 +58,15 @@ def _has_text(path: Path) -> bool:
     return False
 
 
-def load_lines(source: str | Path, streaming: bool = False) -> datasets.Dataset:
+def load_lines(source: str | Path) -> datasets.Dataset:
     """A dataset with one `text` column: the non-blank lines of the files, or a hub dataset's text."""
     if Path(source).exists():
         ds = datasets.load_dataset("text", data_files=[str(f) for f in text_files(source)], split="train")
     else:  # a hub dataset, e.g. "Salesforce/wikitext:wikitext-103-raw-v1"
         name, _, config = str(source).partition(":")
-        ds = datasets.load_dataset(name, config or None, split="train", streaming=streaming)
+        ds = datasets.load_dataset(name, config or None, split="train")
     ds = ds.filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True)
-    if not streaming and len(ds) == 0:
+    if len(ds) == 0:
         raise DataError(f"{source}: the corpus is empty (no non-blank lines): "
                         "expected UTF-8 text, one passage per line")
     return ds

@@ -1,12 +1,17 @@
 """Load the user's own CSV / TSV / JSONL file (with a header) into a Dataset: labelled, or texts only."""
+
+from __future__ import annotations
+
 import csv
 import json
 import math
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from .errors import DataError
+
+if TYPE_CHECKING:
+    import datasets
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
@@ -109,6 +114,8 @@ def _checked_rows(path, text_columns, other_columns=(), limit=None):
 
 def load_texts(path, text_column, text_pair_column=None, limit=None) -> datasets.Dataset:
     """Read an unlabelled table into a Dataset with columns text [, text_pair] (other columns are ignored)."""
+    import datasets
+
     rows = _checked_rows(path, [c for c in (text_column, text_pair_column) if c is not None], limit=limit)
     data = {"text": [row[text_column] for _, row in rows]}
     if text_pair_column is not None:
@@ -124,6 +131,8 @@ def load_table(path, text_column, label_column, text_pair_column=None,
     label set of this file (a training file) unless given (a dev file, whose labels
     must then be in it). For regression, labels must be numbers and label_names is None.
     """
+    import datasets
+
     path = Path(path)
     rows = _checked_rows(path, [c for c in (text_column, text_pair_column) if c is not None], [label_column], limit)
     texts, pairs, raw_labels = [], [], []
@@ -157,6 +166,8 @@ def load_table(path, text_column, label_column, text_pair_column=None,
 
 def make_dataset(texts, pairs, labels, label_feature):
     """A Dataset with columns text, text_pair (unless pairs is None) and label."""
+    import datasets
+
     data, features = {"text": texts}, {"text": datasets.Value("string")}
     if pairs is not None:
         data["text_pair"], features["text_pair"] = pairs, datasets.Value("string")

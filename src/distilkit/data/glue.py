@@ -1,12 +1,16 @@
 """The nine GLUE tasks: where their files are, which columns hold what, how they are scored."""
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from .errors import DataError
 from .files import parse_float, make_dataset, read_tsv_lines
+
+if TYPE_CHECKING:
+    import datasets
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ GLUE_TASKS: dict[str, TaskSpec] = {t.name: t for t in [
     TaskSpec("rte", "RTE", "sentence1", "sentence2", "label", _NLI2, ("accuracy",), "rte", "sentence1", "sentence2"),
     TaskSpec("wnli", "WNLI", "sentence1", "sentence2", "label", _BINARY, ("accuracy",), "wnli", "sentence1", "sentence2"),
 ]}
+
+PAPER_ORDER = sorted(GLUE_TASKS, key=lambda t: GLUE_TASKS[t].folder.lower())  # the GLUE paper's column order
+METRIC_LABELS = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "P", "spearman": "S"}  # table headers
 
 
 def _key(name: str) -> str:
@@ -149,11 +156,15 @@ def _parse_label(task, path, lineno, value):
 
 
 def _label_feature(task):
+    import datasets
+
     return datasets.Value("float32") if task.is_regression else datasets.ClassLabel(names=list(task.labels))
 
 
 def _load_from_hub(task, split, limit):
     """The same split from datasets.load_dataset("nyu-mll/glue", ...), renamed to text/text_pair/label."""
+    import datasets
+
     hub_split = split.replace("dev", "validation")
     if limit is not None:
         hub_split += f"[:{limit}]"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .corpus import text_files
 from .errors import DataError
-from .glue import GLUE_TASKS, load_glue_split
+from .glue import GLUE_TASKS, default_glue_dir, load_glue_split
+from .retrieval import sts_pairs
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 _WIKI_JOINS = {" @-@ ": "-", " @,@ ": ",", " @.@ ": "."}
@@ -92,3 +93,15 @@ def load_sentences(sources: list[str | Path], exclude: set[str] | None = None) -
     if not out:
         raise DataError(f"{', '.join(map(str, sources))}: no sentences left after removing duplicates and excluded ones")
     return out, report
+
+
+def check_sentences(path: str | Path | None, glue_dir: str | Path | None = None,
+                    limit: int | None = None) -> tuple[list[str], str]:
+    """Sentences that check an embedding model's export, and where they came from: a file's sentences, else the
+    distinct sentences of STS-B dev (from `glue_dir`, else ../shared/data/glue, else the hub)."""
+    if path is not None:
+        lines = sentences_of(path)
+        return lines[:limit] if limit else lines, str(path)
+    s1, s2, _ = sts_pairs(glue_dir or default_glue_dir())
+    unique = list(dict.fromkeys(s1 + s2))
+    return unique[:limit] if limit else unique, "STS-B dev sentences"

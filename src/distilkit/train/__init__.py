@@ -1,1 +1,1 @@
-"""Training stages built on `transformers.Trainer`: fine-tuning and task distillation."""
+"""Training: Trainer subclasses, collators and loops for task, general and embedding distillation."""

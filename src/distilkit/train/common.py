@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import shutil
@@ -14,6 +13,10 @@ import numpy as np
 import torch
 from rich.progress import Progress
 from transformers import DataCollatorWithPadding, TrainingArguments
+
+from ..hardware import bf16_supported
+from ..models.families import FAMILIES, FamilyError, family_of
+from ..models.loading import model_inputs
 
 
 @dataclass
@@ -37,18 +40,6 @@ class TrainConfig:
         return asdict(self)
 
 
-def bf16_supported() -> bool:
-    """bf16 autocast is worth it on GPUs with bf16 and on CPUs with AVX-512 BF16 or AMX."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def encode(ds, tokenizer, max_length: int = 128):
     """Tokenise a text/text_pair/label dataset (batched `datasets.map`); adds a `length` column."""
     has_pair = "text_pair" in ds.column_names
@@ -62,9 +53,15 @@ def encode(ds, tokenizer, max_length: int = 128):
     return ds.map(tokenize, batched=True, remove_columns=drop, desc="tokenising")
 
 
-def model_inputs(model) -> set[str]:
-    """Names the model's forward accepts (DistilBERT takes no token_type_ids)."""
-    return set(inspect.signature(model.forward).parameters)
+def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one padding helper: right-padded input ids and attention mask, as long as the longest row."""
+    width = max(len(row) for row in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        input_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return input_ids, mask
 
 
 class Collator:
@@ -182,20 +179,17 @@ def on_main(args: TrainingArguments, fn: Callable[[], T]) -> T | None:
     return result
 
 
-# Where a family keeps its layers and, in each, the query/key/value projections of its self-attention.
-_BERT_QKV = ("encoder.layer", ("attention.self.query", "attention.self.key", "attention.self.value"))
-ATTENTION_PROJECTIONS = {
-    "distilbert": ("transformer.layer", ("attention.q_lin", "attention.k_lin", "attention.v_lin")),
-    **{family: _BERT_QKV for family in ("bert", "roberta", "xlm-roberta", "camembert", "electra")},
-}
-
-
 def attention_qkv(model, layer_input: torch.Tensor, layer: int = -1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Queries, keys and values of layer `layer` (default the last), (batch, heads, seq, head size), from that
     layer's input (`hidden_states[layer]` for layer >= 0). Recomputed from the projections rather than taken from
     `output_attentions`, which needs eager attention and, in training, returns the weights after dropout."""
-    prefix, names = ATTENTION_PROJECTIONS[model.config.model_type]
-    block = model.base_model.get_submodule(prefix)[layer]
+    family = family_of(model.config)
+    if family.attention_qkv is None:
+        raise FamilyError(f"the attention of a {model.config.model_type} model cannot be recomputed from query and key "
+                          "projections (relative-position attention): attention losses support "
+                          f"{', '.join(sorted(k for k, f in FAMILIES.items() if f.attention_qkv))}")
+    names = family.attention_qkv
+    block = model.base_model.get_submodule(family.layer_stack)[layer]
     heads = model.config.num_attention_heads
     batch, seq, _ = layer_input.shape
     return tuple(block.get_submodule(name)(layer_input).view(batch, seq, heads, -1).transpose(1, 2)

@@ -23,7 +23,8 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .. import losses
 from ..data.masking import mask_tokens
-from .common import add_loss_terms, attention_qkv
+from ..errors import ConfigError
+from .common import add_loss_terms, attention_qkv, pad_batch
 
 
 @dataclass
@@ -33,15 +34,14 @@ class TripleLossConfig:
     alpha_cos: float = 1.0
     alpha_mse: float = 0.0
     temperature: float = 2.0
-    all_positions: bool = False  # L_ce on every real token instead of the masked ones
 
     def check(self) -> None:
         weights = (self.alpha_ce, self.alpha_mlm, self.alpha_cos, self.alpha_mse)
         if any(a < 0 for a in weights) or sum(weights) == 0:
-            raise ValueError(f"loss weights --alpha-ce/--alpha-mlm/--alpha-cos/--alpha-mse = {weights}: "
+            raise ConfigError(f"loss weights --alpha-ce/--alpha-mlm/--alpha-cos/--alpha-mse = {weights}: "
                              "expected non-negative, not all zero")
         if self.temperature <= 0:
-            raise ValueError(f"--temperature {self.temperature}: expected > 0")
+            raise ConfigError(f"--temperature {self.temperature}: expected > 0")
 
 
 class PaddingCollator:
@@ -51,12 +51,7 @@ class PaddingCollator:
         self.pad_id = pad_id
 
     def __call__(self, features: list[dict]) -> dict:
-        longest = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), longest), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, f in enumerate(features):
-            ids[i, : len(f["input_ids"])] = torch.as_tensor(f["input_ids"], dtype=torch.long)
-            mask[i, : len(f["input_ids"])] = 1
+        ids, mask = pad_batch([f["input_ids"] for f in features], self.pad_id)
         return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -155,12 +150,9 @@ class GeneralDistillationTrainer(Trainer):
         terms = losses.triple_loss_terms(out.logits, t_out.logits, labels,
                                          out.hidden_states[-1] if hidden else None,
                                          t_out.hidden_states[-1] if hidden else None,
-                                         inputs["attention_mask"], c.temperature, c.all_positions)
-        loss = c.alpha_ce * terms["ce"] + c.alpha_mlm * terms["mlm"]
-        if hidden:
-            loss = loss + c.alpha_cos * terms["cos"]
-        if c.alpha_mse:
-            loss = loss + c.alpha_mse * terms["mse"]
+                                         inputs["attention_mask"], c.temperature)
+        loss = losses.weighted_sum(terms, {"ce": c.alpha_ce, "mlm": c.alpha_mlm, "cos": c.alpha_cos,
+                                           "mse": c.alpha_mse})
         for name, value in terms.items():
             self._terms[f"loss_{name}"].append(value.item())
         self.last_loss = loss.item()
@@ -191,7 +183,7 @@ class HeadlessLossConfig:
     def check(self) -> None:
         weights = (self.alpha_attn, self.alpha_value, self.alpha_cos)
         if any(a < 0 for a in weights) or sum(weights) == 0:
-            raise ValueError(f"loss weights --alpha-attn/--alpha-value/--alpha-cos = {weights}: "
+            raise ConfigError(f"loss weights --alpha-attn/--alpha-value/--alpha-cos = {weights}: "
                              "expected non-negative, not all zero")
 
 
@@ -233,12 +225,8 @@ class HeadlessDistillationTrainer(GeneralDistillationTrainer):
         c = self.loss_config
         terms, out = headless_terms(model, self.teacher, inputs, value=c.alpha_value > 0, cos=c.alpha_cos > 0,
                                     student_core=self.accelerator.unwrap_model(model))
-        loss = c.alpha_attn * terms["attn"]
-        if c.alpha_value:
-            loss = loss + c.alpha_value * terms["value"]
-        if c.alpha_cos:
-            loss = loss + c.alpha_cos * terms["cos"]
-        else:  # zero gradients for the last layer's output side, which DDP (find_unused_parameters off) awaits
+        loss = losses.weighted_sum(terms, {"attn": c.alpha_attn, "value": c.alpha_value, "cos": c.alpha_cos})
+        if not c.alpha_cos:  # zero gradients for the last layer's output side, which DDP (find_unused_parameters off) awaits
             loss = loss + 0.0 * out.hidden_states[-1].sum()
         for name, value in terms.items():
             self._terms[f"loss_{name}"].append(value.item())

@@ -27,8 +27,9 @@ import torch
 from transformers import Trainer
 
 from .. import losses
-from .common import (Collator, TrainConfig, add_loss_terms, attention_qkv, model_inputs, predict_logits,
-                     training_arguments)
+from ..errors import ConfigError
+from ..models.loading import model_inputs
+from .common import Collator, TrainConfig, add_loss_terms, attention_qkv, predict_logits, training_arguments
 
 
 # options added after the first records: written to distil.json only when on, so older records still match
@@ -58,7 +59,7 @@ class DistillConfig:
         if not self.temperature > 0:
             problems.append(f"temperature must be > 0, got {self.temperature}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError("; ".join(problems))
 
     @property
     def online_teacher(self) -> bool:
@@ -96,11 +97,11 @@ class DistillationTrainer(Trainer):
             if teacher is None:
                 raise ValueError("hidden_weight or attention_weight > 0 needs the teacher model (run online)")
             if distill.hidden_weight > 0 and teacher.config.hidden_size != self.model.config.hidden_size:
-                raise ValueError(f"hidden_weight > 0 needs the teacher's width ({teacher.config.hidden_size}), "
+                raise ConfigError(f"hidden_weight > 0 needs the teacher's width ({teacher.config.hidden_size}), "
                                  f"the student has {self.model.config.hidden_size}")
             if distill.attention_weight > 0 and (teacher.config.num_attention_heads
                                                  != self.model.config.num_attention_heads):
-                raise ValueError(f"attention_weight > 0 compares head by head: the teacher has "
+                raise ConfigError(f"attention_weight > 0 compares head by head: the teacher has "
                                  f"{teacher.config.num_attention_heads} heads, the student "
                                  f"{self.model.config.num_attention_heads}")
             self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
@@ -124,11 +125,10 @@ class DistillationTrainer(Trainer):
         if self.regression:
             loss = losses.regression_distillation(outputs.logits, teacher_logits, labels, d.alpha)
         else:
-            kd = losses.soft_target_kl(outputs.logits, teacher_logits, d.temperature)
-            ce = losses.gold_ce(outputs.logits, labels)  # augmented copies have no gold class
-            loss = d.alpha * kd + (1 - d.alpha) * ce
-            self._terms["loss_kd"].append(kd.item())
-            self._terms["loss_ce"].append(ce.item())
+            terms = losses.classification_distillation(outputs.logits, teacher_logits, labels, d.alpha, d.temperature)
+            loss = terms["loss"]
+            self._terms["loss_kd"].append(terms["kd"].item())
+            self._terms["loss_ce"].append(terms["ce"].item())
         if use_cls:
             cos = losses.hidden_cosine(outputs.hidden_states[-1][:, 0], teacher_cls)
             loss = loss + d.cls_weight * cos

@@ -1,65 +1,32 @@
-"""The pipeline's stages, each reading and writing plain model folders.
+"""Task stages, each reading and writing plain model folders: the student built from the teacher, the teacher
+fine-tuned on the task, task distillation, the hard-label baseline; and `task_stages`, all of them into one folder.
 
-A stage folder is a `save_pretrained` model + tokenizer (safetensors) and `distil.json`
-(what made it: inputs, config, metrics, seconds, versions). Stages write to a temporary
-folder and rename it into place, so a folder that exists is a finished stage.
+A stage folder is a `save_pretrained` model + tokenizer (safetensors) and `distil.json` (what made it: inputs,
+config, metrics, seconds, versions). Stages write to a temporary folder and rename it into place, so a folder
+that exists is a finished stage.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
 import time
 from pathlib import Path
 
 import datasets
-import torch
-import transformers
 from rich.console import Console
-from transformers import AutoModel, AutoModelForMaskedLM
 
-from . import __version__
-from .artifacts import atomic_output_dir, read_json, write_json
-from .data.augment import augment, embedding_neighbours, mine_pairs, texts_of, words_of
-from .data.task import TaskData
+from ..artifacts import atomic_output_dir, fingerprint
+from ..data.augment import augment, embedding_neighbours, mine_pairs, texts_of, words_of
+from ..data.task import TaskData
+from ..models.families import depth
+from ..models.folders import ModelError, has_classifier_head, load_config, load_tokenizer
+from ..models.loading import count_parameters, load_any, load_classifier, save_model
+from ..models.student import build_student, choose_layers
+from ..train.common import TrainConfig, encode
+from ..train.task import DistillConfig, add_teacher_outputs, distill, finetune
 from .evaluate import evaluate_model
-from .models import ModelError, count_parameters, has_classifier_head, load_classifier, load_config, load_tokenizer
-from .student import build_student, choose_layers, teacher_depth
-from .train.common import TrainConfig, encode, model_inputs
-from .train.task import DistillConfig, add_teacher_outputs, distill, finetune
+from .reuse import reuse_or_run
 
 console = Console(stderr=True)
-
-
-def versions() -> dict:
-    return {
-        "distilkit": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def save_model(model, tokenizer, folder: Path, info: dict) -> None:
-    """save_pretrained (safetensors) + tokenizer (only the inputs the model takes) + distil.json."""
-    names = [n for n in tokenizer.model_input_names if n in model_inputs(model)]
-    tokenizer.model_input_names = names
-    tokenizer.init_kwargs["model_input_names"] = names  # so it is saved in tokenizer_config.json
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    write_json(folder / "distil.json", {**info, "versions": versions()})
-
-
-def load_any(path: str):
-    """A model with the head its folder was saved with (classifier, masked LM, or bare encoder)."""
-    archs = load_config(path).architectures or []
-    if any(a.endswith("ForSequenceClassification") for a in archs):
-        return load_classifier(path)
-    if any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in archs):
-        return AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
-    return AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
 
 
 def _label_maps(data: TaskData) -> dict | None:
@@ -77,7 +44,7 @@ def make_student(teacher: str, out: Path, layers: str | None = None, num_layers:
                  overwrite: bool = False) -> dict:
     """`distil student`: copy chosen teacher layers into a smaller model; returns distil.json."""
     config = load_config(teacher)
-    layer_map = choose_layers(teacher_depth(config), layers, num_layers)
+    layer_map = choose_layers(depth(config), layers, num_layers)
     with atomic_output_dir(out, overwrite) as tmp:
         teacher_model = load_any(teacher)
         student = build_student(teacher_model, layer_map)
@@ -125,24 +92,14 @@ def finetune_teacher(teacher: str, data: TaskData, cfg: TrainConfig, out: Path, 
     return info
 
 
-def _fingerprint(*parts) -> str:
-    digest = hashlib.sha1()
-    for part in parts:
-        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
-
-
 def teacher_outputs_cached(teacher_dir: str, teacher, tokenizer, texts: datasets.Dataset, train_ds, max_length: int,
                            with_cls: bool, cache_dir: Path) -> tuple[datasets.Dataset, float]:
     """`train_ds` (`texts` tokenised) plus the teacher's outputs, computed once and stored under `cache_dir` (Arrow).
 
     Returns the dataset and the seconds spent computing the outputs (0 when they were cached)."""
-    weights = sorted(Path(teacher_dir).glob("*.safetensors"))
-    key = _fingerprint(
-        [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in weights],
-        list(texts["text"]), list(texts["text_pair"]) if "text_pair" in texts.column_names else None, max_length,
-        train_ds.column_names, with_cls,
-    )  # list(): a datasets Column's repr shows only its first rows
+    key = fingerprint(list(texts["text"]), list(texts["text_pair"]) if "text_pair" in texts.column_names else None,
+                      max_length, train_ds.column_names, with_cls,  # list(): a Column's repr shows only its first rows
+                      files=sorted(Path(teacher_dir).glob("*.safetensors")))
     path = Path(cache_dir) / f"teacher-outputs-{key}"
     if path.exists():
         console.print(f"teacher outputs: reusing {path}")
@@ -175,7 +132,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
         tokenizer = load_tokenizer(teacher)
         teacher_model = _task_model(teacher, data).eval()
         if student is None:
-            layer_map = choose_layers(teacher_depth(teacher_model.config), layers, num_layers)
+            layer_map = choose_layers(depth(teacher_model.config), layers, num_layers)
             student_model = build_student(teacher_model, layer_map)
             origin = {"built_from": str(teacher), "layer_map": layer_map}
         else:
@@ -244,51 +201,40 @@ def train_baseline(student: str, data: TaskData, cfg: TrainConfig, out: Path, ov
     return info
 
 
-def evaluate_folder(model_dir: str, data: TaskData, max_length: int = 128) -> dict:
-    """`distil eval`: metrics of a saved task model on the task's dev split(s)."""
-    model = load_classifier(model_dir)
-    if model.config.num_labels != data.num_labels:
-        raise ModelError(f"{model_dir} has {model.config.num_labels} outputs; task {data.name} needs {data.num_labels}")
-    return evaluate_model(model, load_tokenizer(model_dir), data, max_length)
+def task_stages(teacher: str, data: TaskData, teacher_cfg: TrainConfig, student_cfg: TrainConfig, dcfg: DistillConfig,
+                folder: Path, cache_dir: Path, layers: str | None = None, num_layers: int | None = None,
+                baseline: bool = True, compare: dict[str, str] | None = None, resume: bool = True) -> dict[str, dict]:
+    """Every stage of one task into `folder`: teacher/ (fine-tuned), student_init/ (built from it), student/
+    (distilled), baseline/ (gold labels only) and compare-NAME/ (another model fine-tuned like the teacher).
 
-
-def stage_info(folder: Path) -> dict:
-    return read_json(folder / "distil.json")
-
-
-class StageConfigError(ValueError):
-    """A finished stage folder was made with another configuration than the one asked for now."""
-
-
-def _resolved_paths(value):
-    """`value` with every string that names an existing file or folder made absolute (dicts and lists walked)."""
-    if isinstance(value, dict):
-        return {k: _resolved_paths(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolved_paths(v) for v in value]
-    if isinstance(value, str) and value and Path(value).exists():
-        return str(Path(value).resolve())
-    return value
-
-
-def reuse_or_run(folder: Path, expected: dict, build) -> dict:
-    """Reuse the finished stage in `folder` when its distil.json holds `expected` (same teacher, data,
-    config...), else run `build()` (which writes `folder` atomically and returns its distil.json).
-
-    A folder made with other values is refused, naming the field that differs, so an interrupted
-    suite resumes without redoing finished stages but never mixes two configurations."""
-    record = Path(folder) / "distil.json"
-    if not record.exists():
-        return build()
-    info = read_json(record)
-    wanted = json.loads(json.dumps(expected, default=str))
-    for key, value in wanted.items():
-        found = info.get(key)
-        if key == "data":  # ../shared/data/glue and /work/shared/data/glue are the same data
-            found, value = _resolved_paths(found), _resolved_paths(value)
-        if found != value:
-            raise StageConfigError(
-                f"{folder} holds a finished stage made with {key}={info.get(key)!r}, not {value!r}: "
-                "remove that folder (or pass --overwrite) to redo it")
-    console.print(f"[green]reusing finished stage {folder}")
-    return info
+    Each finished stage is reused when its distil.json was made with the same configuration (and refused,
+    naming the field, when not), so an interrupted run resumes without mixing two configurations.
+    Returns {model name: distil.json} for teacher, student, baseline and the compared models."""
+    folder = Path(folder)
+    common = {"task": data.name, "data": data.source, "train_examples": len(data.train)}
+    teacher_dir, init_dir, student_dir = folder / "teacher", folder / "student_init", folder / "student"
+    infos = {"teacher": reuse_or_run(
+        teacher_dir, {"stage": "finetune", "teacher": teacher, **common, "config": teacher_cfg.to_dict()},
+        lambda: finetune_teacher(teacher, data, teacher_cfg, teacher_dir, resume=resume))}
+    layer_map = choose_layers(depth(load_config(str(teacher_dir))), layers, num_layers)
+    reuse_or_run(init_dir, {"stage": "student", "teacher": str(teacher_dir), "layer_map": layer_map},
+                 lambda: make_student(str(teacher_dir), init_dir, layers, num_layers))
+    infos["student"] = reuse_or_run(
+        student_dir,
+        {"stage": "task-distillation", "teacher": str(teacher_dir), "student_init": str(init_dir), **common,
+         "data": data.distillation_source, "config": student_cfg.to_dict(), "distillation": dcfg.to_dict()},
+        lambda: distil_task(str(teacher_dir), data, student_cfg, dcfg, student_dir, cache_dir,
+                            student=str(init_dir), resume=resume))
+    if baseline:
+        baseline_dir = folder / "baseline"
+        infos["baseline"] = reuse_or_run(
+            baseline_dir, {"stage": "baseline", "student_init": str(init_dir), **common,
+                           "config": student_cfg.to_dict()},
+            lambda: train_baseline(str(init_dir), data, student_cfg, baseline_dir, resume=resume))
+    for name, path in (compare or {}).items():
+        other_dir = folder / f"compare-{name}"
+        infos[name] = reuse_or_run(
+            other_dir, {"stage": "finetune", "teacher": path, **common, "config": teacher_cfg.to_dict()},
+            lambda path=path, other_dir=other_dir: finetune_teacher(path, data, teacher_cfg, other_dir,
+                                                                    resume=resume))
+    return infos

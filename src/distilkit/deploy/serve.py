@@ -29,7 +29,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
-from .backends import Backend, is_pair_model, load_backend, predict_all, results
+from ..models.folders import is_pair_model
+from .backends import Backend, load_backend, predict_all, results
 
 
 class ClassifyRequest(BaseModel):

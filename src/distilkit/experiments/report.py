@@ -9,7 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .artifacts import save_figure, write_text  # noqa: E402
+from ..artifacts import save_figure, write_text  # noqa: E402
+from ..data.glue import METRIC_LABELS, PAPER_ORDER, get_task  # noqa: E402
 
 MODELS = ("teacher", "student", "baseline")
 
@@ -85,8 +86,6 @@ def _metric_names(result: dict) -> list[str]:
 
 
 def _task_header(glue: dict, task: str) -> str:
-    from .data.glue import get_task
-    from .glue import METRIC_LABELS
 
     keys = _metric_names(glue["models"]["teacher"]["tasks"][task])
     return f"{get_task(task).folder} ({'/'.join(METRIC_LABELS.get(k, k) for k in keys)})"
@@ -100,8 +99,6 @@ def _task_cell(result: dict, spread: bool) -> str:
 def glue_table(glue: dict) -> str:
     """Markdown table in the DistilBERT paper's layout: one row per model, macro score, then one column
     per task with its official metric(s), parameters and retention (± = std over seeds)."""
-    from .glue import PAPER_ORDER
-
     tasks = [t for t in PAPER_ORDER if t in glue["tasks"]]
     spread = len(glue["seeds"]) > 1
     lines = ["| model | macro score | " + " | ".join(_task_header(glue, t) for t in tasks) + " | parameters | retention |",
@@ -116,8 +113,6 @@ def glue_table(glue: dict) -> str:
 
 def plot_glue(glue: dict, path: Path) -> Path:
     """Grouped bars: each model's task score per task and its macro score (error bars: std over seeds)."""
-    from .glue import PAPER_ORDER
-
     tasks = [t for t in PAPER_ORDER if t in glue["tasks"]]
     names = list(glue["models"])
     groups = tasks + ["macro"]

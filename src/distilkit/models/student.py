@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
 
 import torch
 from transformers import (
@@ -19,30 +18,12 @@ from transformers import (
     DistilBertModel,
 )
 
+from ..errors import UserError
+from .families import FAMILIES, family_of
+
 # DistilBERT's own choice for a 12-layer teacher (Sanh et al. 2019, extract_distilbert.py).
 DISTILBERT_12_LAYER_MAP = [0, 2, 4, 7, 9, 11]
 
-
-@dataclass(frozen=True)
-class Family:
-    """Where a family keeps its layer stack: config attribute for depth, state-dict prefix of layers."""
-
-    depth_attr: str
-    layer_prefix: str
-
-
-# Families that keep their own class with fewer layers.
-FAMILIES = {
-    "roberta": Family("num_hidden_layers", "encoder.layer"),
-    "xlm-roberta": Family("num_hidden_layers", "encoder.layer"),
-    "camembert": Family("num_hidden_layers", "encoder.layer"),
-    "electra": Family("num_hidden_layers", "encoder.layer"),
-    "mpnet": Family("num_hidden_layers", "encoder.layer"),
-    "deberta": Family("num_hidden_layers", "encoder.layer"),
-    "deberta-v2": Family("num_hidden_layers", "encoder.layer"),
-    "distilbert": Family("n_layers", "transformer.layer"),
-    "bert": Family("num_hidden_layers", "encoder.layer"),  # only used with keep_class=True
-}
 
 # BERT layer parameter names → DistilBERT layer parameter names.
 BERT_TO_DISTILBERT_LAYER = {
@@ -57,17 +38,8 @@ BERT_TO_DISTILBERT_LAYER = {
 }
 
 
-class StudentError(ValueError):
+class StudentError(UserError):
     """A layer choice or teacher the student builder cannot use."""
-
-
-def teacher_depth(config) -> int:
-    family = FAMILIES.get(config.model_type)
-    if family is None:
-        raise StudentError(
-            f"teacher model_type {config.model_type!r} is not supported; known: {', '.join(sorted(FAMILIES))}"
-        )
-    return int(getattr(config, family.depth_attr))
 
 
 def choose_layers(n_teacher: int, spec: str | list[int] | None = None, num_layers: int | None = None) -> list[int]:
@@ -125,7 +97,7 @@ def build_student(teacher, layers: list[int], keep_class: bool = False):
     classifier copied), masked LM → DistilBertForMaskedLM, bare encoder → DistilBertModel.
     """
     config = teacher.config
-    teacher_depth(config)  # raises for unsupported families
+    family_of(config)  # raises for unsupported families
     if config.model_type == "bert" and not keep_class:
         return _bert_to_distilbert(teacher, layers)
     return _same_class_fewer_layers(teacher, layers)
@@ -136,7 +108,7 @@ def _same_class_fewer_layers(teacher, layers: list[int]):
     config = copy.deepcopy(teacher.config)
     setattr(config, family.depth_attr, len(layers))
     student = type(teacher)(config)
-    pattern = re.compile(rf"^(.*?{re.escape(family.layer_prefix)})\.(\d+)\.(.*)$")
+    pattern = re.compile(rf"^(.*?{re.escape(family.layer_stack)})\.(\d+)\.(.*)$")
     state = {}
     for name, tensor in teacher.state_dict().items():
         match = pattern.match(name)

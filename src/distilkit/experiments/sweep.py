@@ -15,16 +15,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .artifacts import read_json, save_figure, write_json, write_text
-from .backends import ONNX_INT8
-from .bench import run_bench
-from .data.task import TaskData
-from .export import ExportCheckError, export_onnx
-from .models import load_config
-from .pipeline import console, distil_task, evaluate_folder, reuse_or_run
-from .student import choose_layers, teacher_depth
-from .train.common import TrainConfig
-from .train.task import DistillConfig
+from rich.console import Console
+
+from ..artifacts import read_record, save_figure, write_json, write_text
+from ..data.task import TaskData
+from ..deploy.backends import ONNX_INT8
+from ..deploy.bench import run_bench
+from ..deploy.export import ExportCheckError, export_onnx
+from ..errors import ConfigError
+from ..models.families import depth
+from ..models.folders import load_config
+from ..models.student import choose_layers
+from ..stages.evaluate import evaluate_folder
+from ..stages.reuse import reuse_or_run
+from ..stages.task import distil_task
+from ..train.common import TrainConfig
+from ..train.task import DistillConfig
+
+console = Console(stderr=True)
 
 BACKEND = {"fp32": "torch", "int8": "onnx-int8"}  # the backend each precision runs on
 
@@ -50,9 +58,8 @@ def checked_export(model_dir: Path, data: TaskData, out: Path | None, tolerance:
     """export.json of `model_dir`'s ONNX export checked on `data`, made unless a passing one (same model,
     same task, int8 file there) exists; None when int8 fails the check (drops more than `tolerance` points)."""
     folder = Path(out or model_dir)
-    record = folder / "export.json"
-    if record.exists():
-        info = read_json(record)
+    info = read_record(folder, "export.json")
+    if info:
         same = info.get("model") == str(model_dir) and info.get("check", {}).get("task") == data.name
         if same and info.get("passed") and (folder / ONNX_INT8).exists():
             console.print(f"[green]reusing the checked export in {folder}")
@@ -75,8 +82,7 @@ def link_weights(teacher_dir: Path, onnx_dir: Path) -> None:
 def teacher_metrics(teacher_dir: Path, data: TaskData, export: dict | None, max_length: int) -> dict:
     """The teacher's dev metrics: from its distil.json (fine-tuned on this task), else its export check's
     torch reference, else evaluated now."""
-    record = teacher_dir / "distil.json"
-    info = read_json(record) if record.exists() else {}
+    info = read_record(teacher_dir)
     if info.get("task") == data.name and "metrics" in info:
         return info["metrics"]
     if export is not None:
@@ -96,8 +102,8 @@ def run_sweep(teacher_dir: str | Path, data: TaskData, depths: list[int], out: P
     teacher_dir, out = Path(teacher_dir), Path(out)
     unknown = set(precisions) - set(BACKEND)
     if unknown:
-        raise ValueError(f"unknown precision {', '.join(sorted(unknown))}: expected {', '.join(BACKEND)}")
-    n_teacher = teacher_depth(load_config(str(teacher_dir)))
+        raise ConfigError(f"unknown precision {', '.join(sorted(unknown))}: expected {', '.join(BACKEND)}")
+    n_teacher = depth(load_config(str(teacher_dir)))
     records, exports, layer_maps = {}, {}, {"teacher": list(range(n_teacher))}
     for d in depths:
         name, folder = f"depth-{d}", out / f"depth-{d}"

@@ -1,18 +1,20 @@
-"""Finding and loading teachers and students: local folders, hub ids, the packaged MiniLM.
-
-Weights are only read from safetensors files and remote code is never run unless asked.
-"""
+"""Model folders and hub ids without torch: finding them, checking them, their config, tokenizer and the
+facts the deploy side reads (training length, text pairs). Weights are only ever read from safetensors."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+from ..artifacts import read_json, read_record
+from ..data.errors import DataError
+from ..data.glue import get_task
+from ..errors import UserError
 
 PACKAGED_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_MAX_LENGTH = 128
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """A model folder or id that cannot be used, with what was expected."""
 
 
@@ -59,30 +61,15 @@ def check_model_dir(path: Path) -> None:
 
 
 def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
 
 
 def load_config(name_or_path: str):
+    from transformers import AutoConfig
+
     return AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
-
-
-def load_encoder(name_or_path: str):
-    """The bare encoder (no head) in eval mode."""
-    return AutoModel.from_pretrained(name_or_path, use_safetensors=True, trust_remote_code=False).eval()
-
-
-def load_classifier(name_or_path: str, num_labels: int | None = None, id2label: dict | None = None):
-    """A sequence classifier; a new head is created when the folder has none (or a different size)."""
-    kwargs = {}
-    if num_labels is not None:
-        kwargs["num_labels"] = num_labels
-        kwargs["ignore_mismatched_sizes"] = True
-    if id2label is not None:
-        kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
-        kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}
-    return AutoModelForSequenceClassification.from_pretrained(
-        name_or_path, use_safetensors=True, trust_remote_code=False, **kwargs
-    )
 
 
 def has_classifier_head(name_or_path: str, num_labels: int) -> bool:
@@ -92,8 +79,23 @@ def has_classifier_head(name_or_path: str, num_labels: int) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in archs) and config.num_labels == num_labels
 
 
-def count_parameters(model) -> dict[str, int]:
-    """Parameters: total, embedding (token/position/type embeddings and their LayerNorm), non-embedding."""
-    total = sum(p.numel() for p in model.parameters())
-    embedding = sum(p.numel() for n, p in model.named_parameters() if ".embeddings." in f".{n}")
-    return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+def model_max_length(model_dir: str | Path, config) -> int:
+    """The one rule for how many tokens a model reads: sentence_bert_config.json's max_seq_length (an embedding
+    model, as SentenceTransformer reads it), else the length it was trained with (distil.json), else 128;
+    never beyond its position table."""
+    st_config = Path(model_dir) / "sentence_bert_config.json"
+    length = read_json(st_config).get("max_seq_length") if st_config.is_file() else None
+    length = length or read_record(model_dir).get("config", {}).get("max_length") or DEFAULT_MAX_LENGTH
+    return min(int(length), int(getattr(config, "max_position_embeddings", 512)))
+
+
+def is_pair_model(model_dir: str | Path) -> bool | None:
+    """Does the model take text pairs? export.json's `is_pair`, else the GLUE task of distil.json; None: unknown."""
+    exported = read_record(model_dir, "export.json")
+    if "is_pair" in exported:
+        return exported["is_pair"]
+    task = read_record(model_dir).get("task")
+    try:
+        return get_task(task).text_pair_column is not None if task else None
+    except DataError:
+        return None

@@ -15,25 +15,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import read_json, write_json
-from .data.glue import GLUE_TASKS, get_task
-from .data.task import TaskData, load_task_data
-from .pipeline import (
-    console,
-    distil_task,
-    finetune_teacher,
-    make_student,
-    reuse_or_run,
-    train_baseline,
-    versions,
-)
-from .student import choose_layers, teacher_depth
-from .train.common import TrainConfig
-from .train.task import DistillConfig
+from rich.console import Console
 
-PAPER_ORDER = sorted(  # the paper's column order: alphabetical by task folder
-    GLUE_TASKS, key=lambda t: GLUE_TASKS[t].folder.lower())
-METRIC_LABELS = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "P", "spearman": "S"}
+from ..artifacts import read_record, write_json
+from ..data.glue import get_task
+from ..data.task import TaskData, load_task_data
+from ..errors import ConfigError
+from ..hardware import hardware, versions
+from ..metrics import glue_score
+from ..stages.task import task_stages
+from ..train.common import TrainConfig
+from ..train.task import DistillConfig
+from .card import write_model_card
+from .report import write_glue_report
+from .sweep import run_sweep
+
+console = Console(stderr=True)
+
 
 
 @dataclass
@@ -62,11 +60,11 @@ def parse_per_task(spec: str | None, tasks: list[str], cast=float, option: str =
         name, sep, value = part.partition("=")
         task = get_task(name.strip()).name if sep else None
         if task is not None and task not in tasks:
-            raise ValueError(f"{option}: task {task!r} is not among --tasks ({', '.join(tasks)})")
+            raise ConfigError(f"{option}: task {task!r} is not among --tasks ({', '.join(tasks)})")
         try:
             number = cast(value if sep else part)
         except ValueError:
-            raise ValueError(f"{option}: cannot read {part!r} (expected VALUE or TASK=VALUE, comma-separated)") from None
+            raise ConfigError(f"{option}: cannot read {part!r} (expected VALUE or TASK=VALUE, comma-separated)") from None
         if task is None:
             default = number
         else:
@@ -83,44 +81,11 @@ def _seed_dir(out: Path, task: str, seed: int) -> Path:
 
 def run_task_seed(teacher: str, data: TaskData, recipe: TaskRecipe, folder: Path, cache_dir: Path,
                   layers: str | None, num_layers: int | None, baseline: bool, compare: dict[str, str]) -> dict:
-    """Every stage of one (task, seed) into `folder`; returns {model name: distil.json}."""
-    common = {"task": data.name, "data": data.source, "train_examples": len(data.train)}
-    tcfg, scfg = recipe.teacher, recipe.student
-    teacher_dir = folder / "teacher"
-    infos = {"teacher": reuse_or_run(teacher_dir, {"stage": "finetune", "teacher": teacher, **common,
-                                                   "config": tcfg.to_dict()},
-                                     lambda: finetune_teacher(teacher, data, tcfg, teacher_dir, resume=True))}
-    init_dir = folder / "student_init"
-    layer_map = _layer_map(teacher_dir, layers, num_layers)
-    reuse_or_run(init_dir, {"stage": "student", "teacher": str(teacher_dir), "layer_map": layer_map},
-                 lambda: make_student(str(teacher_dir), init_dir, layers, num_layers))
-    student_dir = folder / "student"
-    infos["student"] = reuse_or_run(
-        student_dir,
-        {"stage": "task-distillation", "teacher": str(teacher_dir), "student_init": str(init_dir), **common,
-         "data": data.distillation_source, "config": scfg.to_dict(), "distillation": recipe.distillation.to_dict()},
-        lambda: distil_task(str(teacher_dir), data, scfg, recipe.distillation, student_dir, cache_dir,
-                            student=str(init_dir), resume=True))
-    if baseline:
-        baseline_dir = folder / "baseline"
-        infos["baseline"] = reuse_or_run(
-            baseline_dir, {"stage": "baseline", "student_init": str(init_dir), **common, "config": scfg.to_dict()},
-            lambda: train_baseline(str(init_dir), data, scfg, baseline_dir, resume=True))
-    for name, path in compare.items():
-        other_dir = folder / f"compare-{name}"
-        infos[name] = reuse_or_run(
-            other_dir, {"stage": "finetune", "teacher": path, **common, "config": tcfg.to_dict()},
-            lambda: finetune_teacher(path, data, tcfg, other_dir, resume=True))
-    from .card import write_model_card
-
-    write_model_card(student_dir, infos["teacher"]["metrics"])
+    """Every stage of one (task, seed) into `folder`, and the student's model card; returns {model: distil.json}."""
+    infos = task_stages(teacher, data, recipe.teacher, recipe.student, recipe.distillation, folder, cache_dir,
+                        layers, num_layers, baseline, compare)
+    write_model_card(folder / "student", infos["teacher"]["metrics"])
     return infos
-
-
-def _layer_map(teacher_dir: Path, layers: str | None, num_layers: int | None) -> list[int]:
-    from .models import load_config
-
-    return choose_layers(teacher_depth(load_config(str(teacher_dir))), layers, num_layers)
 
 
 def summarize(runs: dict[str, dict[int, dict[str, dict]]], tasks: list[str]) -> dict:
@@ -146,8 +111,8 @@ def summarize(runs: dict[str, dict[int, dict[str, dict]]], tasks: list[str]) -> 
             }
             params = params or next(iter(seeds.values()))[name]["parameters"]
         seed_list = list(next(iter(runs.values())))
-        macros = [float(np.mean([runs[t][s][name]["metrics"]["score"] for t in tasks])) for s in seed_list]
-        models[name] = {"tasks": per_task, "macro": float(np.mean([per_task[t]["score"] for t in tasks])),
+        macros = [glue_score({t: runs[t][s][name]["metrics"]["score"] for t in tasks}) for s in seed_list]
+        models[name] = {"tasks": per_task, "macro": glue_score({t: per_task[t]["score"] for t in tasks}),
                         "macro_std": float(np.std(macros, ddof=1)) if len(macros) > 1 else 0.0,
                         "parameters": params}
     teacher = models["teacher"]
@@ -173,9 +138,9 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
     compare = dict(compare or {})
     clash = {"teacher", "student", "baseline", "student_init"} & set(compare)
     if clash:
-        raise ValueError(f"--compare name {sorted(clash)[0]!r} is taken by a suite model: choose another NAME=PATH")
+        raise ConfigError(f"--compare name {sorted(clash)[0]!r} is taken by a suite model: choose another NAME=PATH")
     if sweep_depths and get_task(sweep_task).name not in tasks:
-        raise ValueError(f"--sweep-task {sweep_task} is not among --tasks ({', '.join(tasks)})")
+        raise ConfigError(f"--sweep-task {sweep_task} is not among --tasks ({', '.join(tasks)})")
     runs: dict[str, dict[int, dict]] = {}
     data_info, loaded = {}, {}
     for t_index, task in enumerate(tasks, 1):
@@ -194,21 +159,17 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
     summary = summarize(runs, tasks)
     sweep = None
     if sweep_depths:
-        from .sweep import run_sweep
-
         task = get_task(sweep_task).name
         console.rule(f"[bold]sweep[/]: {task}, depths {sweep_depths}, {', '.join(sweep_precisions)}")
         recipe = recipes[task]
         sweep = run_sweep(str(_seed_dir(out, task, seeds[0]) / "teacher"), loaded[task], list(sweep_depths), out / "sweep",
                           replace(recipe.student, seed=seeds[0]), recipe.distillation, out / "cache",
                           precisions=tuple(sweep_precisions), **(sweep_options or {}))
-    from .bench import hardware
-
     glue = {
         "teacher": teacher,
         "tasks": tasks,
         "seeds": list(seeds),
-        "layer_map": read_json(_seed_dir(out, tasks[0], seeds[0]) / "student_init" / "distil.json")["layer_map"],
+        "layer_map": read_record(_seed_dir(out, tasks[0], seeds[0]) / "student_init")["layer_map"],
         "data": data_info,
         **summary,
         "macro_retention": summary["retention"]["student"]["macro"],
@@ -223,8 +184,6 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
         "versions": versions(),
     }
     write_json(out / "glue.json", glue)
-    from .report import write_glue_report
-
     write_glue_report(glue, out)
     console.print(f"[bold]macro retention {glue['macro_retention'] * 100:.1f}%[/]: {out}/glue.json, {out}/report.md")
     return glue
@@ -255,6 +214,10 @@ DEFAULTS = {
 }
 
 
+DISTILLATION_KEYS = ("alpha", "temperature", "cls_weight", "augment", "hidden_weight", "augment_neighbours",
+                     "attention_weight", "mined_pairs")  # DEFAULTS' keys that are DistillConfig fields
+
+
 def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size: int = 32, max_length: int = 128,
                   bf16: bool | None = None) -> dict[str, TaskRecipe]:
     """One TaskRecipe per task from DEFAULTS and per-task override strings ('3,sst2=1')."""
@@ -266,7 +229,7 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
         values[key] = {t: given.get(t, defaults.get(t, defaults["_"])) for t in tasks}
     single = [t for t in tasks if values["mined_pairs"][t] and get_task(t).text_pair_column is None]
     if single:
-        raise ValueError(f"--mined-pairs: {', '.join(single)} has one text per row; mined pairs need a pair task")
+        raise ConfigError(f"--mined-pairs: {', '.join(single)} has one text per row; mined pairs need a pair task")
     recipes = {}
     for t in tasks:
         def cfg(epochs, lr):
@@ -274,10 +237,7 @@ def build_recipes(tasks: list[str], overrides: dict[str, str | None], batch_size
         recipes[t] = TaskRecipe(
             teacher=cfg(values["teacher_epochs"][t], values["teacher_lr"][t]),
             student=cfg(values["epochs"][t], values["lr"][t]),
-            distillation=DistillConfig(values["alpha"][t], values["temperature"][t], values["cls_weight"][t],
-                                       values["augment"][t], values["hidden_weight"][t],
-                                       values["augment_neighbours"][t], values["attention_weight"][t],
-                                       values["mined_pairs"][t]),
+            distillation=DistillConfig(**{k: values[k][t] for k in DISTILLATION_KEYS}),
             train_limit=values["train_limit"][t] or None,
             unlabeled=values["unlabeled"][t] or None,
         )

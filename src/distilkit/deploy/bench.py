@@ -12,14 +12,17 @@ per forward over the machine's measured matmul peak for the precision the backen
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .artifacts import save_figure, write_json, write_text
-from .backends import ONNX_FP32, ONNX_INT8, available_backends, load_backend, num_cores
+from ..artifacts import save_figure, write_json, write_text
+from ..errors import UserError
+from ..hardware import bf16_supported, hardware, num_cores
+from ..models.loading import count_parameters, load_classifier, load_encoder
+from ..models.pooling import is_embedding_model
+from .backends import ONNX_FP32, ONNX_INT8, available_backends, load_backend
 
 PRECISION = {"torch": "fp32", "torch-bf16": "bf16", "onnx": "fp32", "onnx-int8": "int8"}
 LABELS = {"torch": "torch fp32", "torch-bf16": "torch bf16 autocast", "onnx": "ORT fp32", "onnx-int8": "ORT int8"}
@@ -106,30 +109,8 @@ def matmul_peaks(n: int = 1024, repeats: int = 5) -> dict[str, float | None]:
     return {"size": n, "repeats": repeats, "gflops": peaks, "best_gflops": best}
 
 
-def hardware() -> dict:
-    import onnxruntime
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    flags = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            info = fh.read()
-        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), cpu)
-        flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": num_cores(), "torch_threads": torch.get_num_threads(), "ort_threads": num_cores(),
-            "isa": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-                    if f" {f}" in flags],
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
-
-
 def model_facts(model_dir: Path, backends: dict) -> dict:
     """Parameters and file sizes (bytes) of a model folder."""
-    from .embed import is_embedding_model
-    from .models import count_parameters, load_classifier, load_encoder
-
     load = load_encoder if is_embedding_model(model_dir) else load_classifier
     torch_model = backends["torch"].model if "torch" in backends else load(str(model_dir))
     files = {p.name: p.stat().st_size for p in sorted(model_dir.glob("*.safetensors"))}
@@ -148,8 +129,6 @@ def scenarios(seqs: list[int], batch: int) -> list[dict]:
 def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch: int = 32, repeats: int = 20,
               warmup: int = 3, backends: list[str] | None = None, peak_size: int = 1024) -> dict:
     """Time every (model, backend) on every scenario, interleaved; returns bench.json's content."""
-    from .train.common import bf16_supported
-
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other work on the cores, before ours
     wanted = backends or ["torch", "torch-bf16", "onnx", "onnx-int8"]
     if backends is None and not bf16_supported():
@@ -158,7 +137,7 @@ def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch:
     combos = [(m, b) for m in loaded for b in loaded[m]]
     for m, b in combos:
         if max(seqs) > loaded[m][b].config.max_position_embeddings:
-            raise ValueError(f"--seq {max(seqs)} is longer than {m}'s position table "
+            raise UserError(f"--seq {max(seqs)} is longer than {m}'s position table "
                              f"({loaded[m][b].config.max_position_embeddings} tokens)")
     reference = next(((m, "torch") for m in ("teacher", *models) if "torch" in loaded.get(m, {})), combos[0])
     peaks = matmul_peaks(peak_size)

@@ -5,49 +5,35 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .artifacts import atomic_output_dir, read_json, write_json
-from .data.task import TaskData
-from .pipeline import (
-    console,
-    distil_task,
-    finetune_teacher,
-    make_student,
-    stage_info,
-    train_baseline,
-    versions,
-)
+from rich.console import Console
+
+from ..artifacts import atomic_output_dir, read_record, write_json
+from ..data.task import TaskData
+from ..hardware import versions
+from ..stages.task import task_stages
+from ..train.common import TrainConfig
+from ..train.task import DistillConfig
+from .card import write_model_card
 from .report import write_report
-from .train.common import TrainConfig
-from .train.task import DistillConfig
 
-
-def _stage(folder: Path, resume: bool, build):
-    """Run a stage unless --resume finds its finished folder."""
-    if resume and folder.exists():
-        console.print(f"[green]reusing finished stage {folder.name}")
-        return stage_info(folder)
-    return build()
+console = Console(stderr=True)
 
 
 def run_pipeline(teacher: str, data: TaskData, out: Path, teacher_cfg: TrainConfig, student_cfg: TrainConfig,
                  dcfg: DistillConfig, layers: str | None = None, num_layers: int | None = None,
                  overwrite: bool = False, resume: bool = False) -> dict:
     """Run every stage into OUT (teacher/, student_init/, student/, baseline/, cache/) and write
-    OUT/metrics.json and OUT/report.md. Returns the metrics."""
+    OUT/metrics.json and OUT/report.md. Returns the metrics.
+
+    With `resume`, the finished stages of an interrupted run are reused when their configuration matches
+    (a changed one is refused, naming the field) and the stage in progress resumes from its last checkpoint."""
     start = time.perf_counter()
     out = Path(out)
     with atomic_output_dir(out, overwrite, resume) as tmp:
-        t_info = _stage(tmp / "teacher", resume, lambda: finetune_teacher(
-            teacher, data, teacher_cfg, tmp / "teacher", resume=resume))
-        i_info = _stage(tmp / "student_init", resume, lambda: make_student(
-            str(tmp / "teacher"), tmp / "student_init", layers, num_layers))
-        s_info = _stage(tmp / "student", resume, lambda: distil_task(
-            str(tmp / "teacher"), data, student_cfg, dcfg, tmp / "student", tmp / "cache",
-            student=str(tmp / "student_init"), resume=resume))
-        b_info = _stage(tmp / "baseline", resume, lambda: train_baseline(
-            str(tmp / "student_init"), data, student_cfg, tmp / "baseline", resume=resume))
-        models = {name: {**info["metrics"], "parameters": info["parameters"]}
-                  for name, info in (("teacher", t_info), ("student", s_info), ("baseline", b_info))}
+        infos = task_stages(teacher, data, teacher_cfg, student_cfg, dcfg, tmp, tmp / "cache", layers, num_layers,
+                            resume=resume)
+        t_info, s_info, b_info = infos["teacher"], infos["student"], infos["baseline"]
+        models = {name: {**info["metrics"], "parameters": info["parameters"]} for name, info in infos.items()}
         teacher_score = models["teacher"]["score"]
         metrics = {
             "task": data.name,
@@ -55,7 +41,7 @@ def run_pipeline(teacher: str, data: TaskData, out: Path, teacher_cfg: TrainConf
             "data": data.source,
             "train_examples": s_info["train_examples"],
             "dev_examples": {name: len(ds) for name, ds in data.dev.items()},
-            "layer_map": i_info["layer_map"],
+            "layer_map": read_record(tmp / "student_init")["layer_map"],
             "models": models,
             "retention": models["student"]["score"] / teacher_score,
             "baseline_retention": models["baseline"]["score"] / teacher_score,
@@ -75,8 +61,6 @@ def run_pipeline(teacher: str, data: TaskData, out: Path, teacher_cfg: TrainConf
         metrics = _replace_paths(metrics, str(tmp), str(out))
         write_json(tmp / "metrics.json", metrics)
         write_report(metrics, tmp)
-    from .card import write_model_card
-
     write_model_card(out / "student", metrics["models"]["teacher"])  # written after the rename: it names the folder
     console.print(f"[bold]done in {metrics['wall_seconds'] / 60:.1f} min[/]: {out}/metrics.json, {out}/report.md")
     return metrics
@@ -95,4 +79,4 @@ def _replace_paths(obj, old: str, new: str):
 def _relocate(tmp: Path, out: Path) -> None:
     """Stage records name the temporary run folder; point them at the final one."""
     for record in tmp.glob("*/distil.json"):
-        write_json(record, _replace_paths(read_json(record), str(tmp), str(out)))
+        write_json(record, _replace_paths(read_record(record.parent), str(tmp), str(out)))

@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import UserError
 from .backends import Backend, predict_all, results
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """Bad predict input; the message names the source and line."""
 
 

@@ -24,19 +24,23 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoModelForMaskedLM, set_seed
 
-from .artifacts import check_output, partial_dir, publish, read_json, start_partial, write_json
-from .data.corpus import CORPUS_INFO, check_prepared, is_prepared, prepare_corpus, text_files
-from .data.errors import DataError
-from .data.masking import token_weights
-from .models import ModelError, load_config, load_tokenizer
-from .pipeline import console, save_model, versions
-from .student import build_student, choose_layers, teacher_depth
-from .train.common import (ATTENTION_PROJECTIONS, TrainConfig, drop_incomplete_checkpoints, last_checkpoint, on_main,
-                           training_arguments)
-from .train.general import (GeneralDistillationTrainer, HeadlessDistillationTrainer,
+from rich.console import Console
+
+from ..artifacts import check_output, partial_dir, publish, read_json, start_partial, write_json
+from ..data.corpus import CORPUS_INFO, check_prepared, is_prepared, prepare_corpus, text_files
+from ..data.errors import DataError
+from ..data.masking import token_weights
+from ..hardware import versions
+from ..models.families import FAMILIES, depth
+from ..models.folders import ModelError, load_config, load_tokenizer
+from ..models.loading import save_model
+from ..models.student import build_student, choose_layers
+from ..train.common import TrainConfig, drop_incomplete_checkpoints, last_checkpoint, on_main, training_arguments
+from ..train.general import (GeneralDistillationTrainer, HeadlessDistillationTrainer,
                             HeadlessLossConfig, Masker, MaskingCollator, PaddingCollator, TripleLossConfig,
                             headless_terms)
 
+console = Console(stderr=True)
 HEAD_DIR = "teacher_with_head"  # the teacher with its fitted head: reused by --resume, kept in OUT
 
 
@@ -104,9 +108,10 @@ def headless_eval(student, teacher, ds, pad_id: int, value: bool, cos: bool, bat
 
 
 def check_headless(name: str, config) -> None:
-    if config.model_type not in ATTENTION_PROJECTIONS:
+    readable = sorted(k for k, family in FAMILIES.items() if family.attention_qkv)
+    if config.model_type not in readable:
         raise ModelError(f"{name} is a {config.model_type!r} model: --recipe headless reads the attention of "
-                         f"{', '.join(sorted(ATTENTION_PROJECTIONS))} models")
+                         f"{', '.join(readable)} models")
 
 
 def check_inputs(teacher: str, tokenizer, corpus: str, eval_corpus: str | None, student: str | None,
@@ -132,7 +137,7 @@ def check_inputs(teacher: str, tokenizer, corpus: str, eval_corpus: str | None, 
                              f"{t_config.num_attention_heads}: --recipe headless compares the attention head by head, "
                              "so expected the same number of heads")
     if student is None:
-        choose_layers(teacher_depth(t_config), layers)
+        choose_layers(depth(t_config), layers)
     else:
         if load_tokenizer(student).get_vocab() != tokenizer.get_vocab():
             raise ModelError(f"{student}'s tokenizer differs from the teacher's ({teacher}): "
@@ -233,7 +238,7 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
     teacher_model = auto.from_pretrained(tmp / HEAD_DIR if needs_head else teacher,
                                          use_safetensors=True, trust_remote_code=False).eval()
     if student is None:
-        layer_map = choose_layers(teacher_depth(teacher_model.config), layers)
+        layer_map = choose_layers(depth(teacher_model.config), layers)
         student_model = build_student(teacher_model, layer_map)
     else:
         layer_map = None
@@ -294,3 +299,16 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
 
     info = on_main(args, finish)
     return info if info is not None else {"rank": rank, "world_size": world, "steps": steps}
+
+
+def corpus_stage(source: str, teacher: str, out: Path, max_len: int = 128, overwrite: bool = False) -> dict:
+    """`distil corpus`: the corpus packed into token sequences with the teacher's tokenizer, as a folder that
+    `distil pretrain` reads; returns corpus.json's content. A failure leaves no folder behind."""
+    tmp = start_partial(out, overwrite)
+    try:
+        info = prepare_corpus(source, load_tokenizer(teacher), tmp, max_len, tokenizer_name=teacher)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing to resume: leave no folder behind
+        raise
+    publish(tmp, out, overwrite)
+    return info

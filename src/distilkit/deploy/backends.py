@@ -4,7 +4,7 @@
     logits = backend(["a great film"])                    # numpy (batch, num_labels)
     results(logits, backend.id2label, backend.regression) # [{"label": "positive", "score": 0.97, ...}]
 
-Embedding models (a sentence-transformers folder, see embed.py) give sentence embeddings instead:
+Embedding models (a sentence-transformers folder, see models/pooling.py) give sentence embeddings instead:
 `backend.pooling` is set and `backend(texts)` is (batch, hidden) pooled over the last hidden state
 (mean / CLS / max, L2-normalised when the model's modules say so), in torch and in ONNX Runtime alike.
 
@@ -14,59 +14,26 @@ the model on fixed token ids. Labels come from the model config's id2label.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
+from ..hardware import num_cores
+from ..models.folders import check_model_dir, load_config, load_tokenizer, model_max_length
+from ..models.pooling import Pooling, is_embedding_model, pool, pool_numpy, read_pooling
+
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
-DEFAULT_MAX_LENGTH = 128
 
 
-class BackendError(ValueError):
+class BackendError(UserError):
     """A backend that cannot be loaded from a folder, with what is missing."""
 
 
-def num_cores() -> int:
-    """CPU cores this process may use (affinity-aware)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def read_info(model_dir: str | Path, name: str) -> dict:
-    """A JSON file of the folder (distil.json, export.json), {} when absent."""
-    from .artifacts import read_json
-
-    path = Path(model_dir) / name
-    return read_json(path) if path.exists() else {}
-
-
-def default_max_length(model_dir: str | Path, config) -> int:
-    """The length the model was trained with (distil.json), else 128; never beyond its position table."""
-    trained = read_info(model_dir, "distil.json").get("config", {}).get("max_length")
-    return min(int(trained or DEFAULT_MAX_LENGTH), int(getattr(config, "max_position_embeddings", 512)))
-
-
-def is_pair_model(model_dir: str | Path) -> bool | None:
-    """Does the model take text pairs? export.json's `is_pair`, else the GLUE task of distil.json; None: unknown."""
-    from .data.errors import DataError
-    from .data.glue import get_task
-
-    exported = read_info(model_dir, "export.json")
-    if "is_pair" in exported:
-        return exported["is_pair"]
-    task = read_info(model_dir, "distil.json").get("task")
-    try:
-        return get_task(task).text_pair_column is not None if task else None
-    except DataError:
-        return None
-
-
-def embedding_pooling(model_dir: str | Path):
+def embedding_pooling(model_dir: str | Path) -> Pooling | None:
     """The Pooling of a sentence-embedding folder (modules.json with a Pooling module), else None."""
-    from .embed import is_embedding_model, read_pooling
-
     return read_pooling(model_dir)[0] if is_embedding_model(model_dir) else None
 
 
@@ -76,19 +43,13 @@ class Backend:
     name = "base"
 
     def __init__(self, model_dir: str | Path, max_length: int | None = None):
-        from .models import load_config, load_tokenizer
-
         self.model_dir = Path(model_dir)
         self.config = load_config(str(model_dir))
         self.tokenizer = load_tokenizer(str(model_dir))
-        self.max_length = max_length or default_max_length(model_dir, self.config)
+        self.max_length = max_length or model_max_length(model_dir, self.config)
         self.regression = self.config.problem_type == "regression" or self.config.num_labels == 1
         self.id2label = {int(k): v for k, v in self.config.id2label.items()}
         self.pooling = embedding_pooling(model_dir)
-        if self.pooling is not None and max_length is None:
-            from .embed import embedding_max_length
-
-            self.max_length = embedding_max_length(model_dir, self.config, self.max_length)  # as SentenceTransformer
 
     @property
     def embedding(self) -> bool:
@@ -119,8 +80,7 @@ class TorchBackend(Backend):
         super().__init__(model_dir, max_length)
         import torch
 
-        from .models import check_model_dir, load_classifier, load_encoder
-        from .train.common import model_inputs
+        from ..models.loading import load_classifier, load_encoder, model_inputs
 
         check_model_dir(self.model_dir)
         self.torch = torch
@@ -136,8 +96,6 @@ class TorchBackend(Backend):
             out = self.model(**feed)
             if not self.embedding:
                 return out.logits.float().numpy()
-            from .embed import pool
-
             emb = pool(out.last_hidden_state.float(), feed["attention_mask"], self.pooling.mode)
             if self.pooling.normalize:
                 emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
@@ -168,8 +126,6 @@ class OrtBackend(Backend):
         out = self.session.run(None, feed)[0]
         if not self.embedding:
             return out
-        from .embed import pool_numpy
-
         return pool_numpy(out, inputs.get("attention_mask", np.ones_like(ids)), self.pooling)
 
 

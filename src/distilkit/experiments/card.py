@@ -12,7 +12,8 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .artifacts import read_json, write_text
+from ..artifacts import read_json, read_record, write_text
+from ..errors import UserError
 
 # our metric names → Hub metric types (https://hf.co/metrics)
 HUB_METRICS = {"accuracy": "accuracy", "f1": "f1", "mcc": "matthews_correlation", "pearson": "pearsonr",
@@ -21,16 +22,16 @@ REQUIRED = ("teacher", "task", "metrics")
 TAGS = ["distilkit", "distillation", "knowledge-distillation"]
 
 
-class CardError(ValueError):
+class CardError(UserError):
     """A student folder whose distil.json cannot make a model card."""
 
 
-def read_record(student_dir: Path) -> dict:
+def card_record(student_dir: Path) -> dict:
     """The folder's distil.json, checked for the fields a card needs."""
     path = Path(student_dir) / "distil.json"
-    if not path.exists():
+    info = read_record(student_dir)
+    if not info:
         raise CardError(f"{path} not found: a model card is made from a distilled student folder (distil task)")
-    info = read_json(path)
     missing = [k for k in REQUIRED if k not in info]
     if missing:
         raise CardError(f"{path} has no {', '.join(repr(k) for k in missing)} field: cannot write a model card "
@@ -245,7 +246,7 @@ def card_body(student_dir: Path, info: dict, teacher_metrics: dict | None) -> st
 def model_card(student_dir: str | Path, teacher_metrics: dict | None = None) -> ModelCard:
     """The model card of a distilled student folder, from its distil.json (and config, tokenizer)."""
     student_dir = Path(student_dir)
-    info = read_record(student_dir)
+    info = card_record(student_dir)
     data = card_data(info, student_dir.resolve().name)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_body(student_dir, info, teacher_metrics)}")
 

@@ -25,13 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import write_json
-from .backends import ONNX_FP32, ONNX_INT8, OrtBackend, TorchBackend, is_pair_model, predict_all
+from ..artifacts import write_json
+from ..errors import UserError
+from ..hardware import versions
+from ..metrics import evaluate_task_predictions, predictions, task_score
+from ..models.folders import ModelError, check_model_dir, is_pair_model, load_tokenizer
+from ..models.loading import model_inputs
+from ..models.pooling import is_embedding_model
+from .backends import ONNX_FP32, ONNX_INT8, OrtBackend, TorchBackend, predict_all
 
 OPSET = 17
 
 
-class ExportCheckError(RuntimeError):
+class ExportCheckError(UserError):
     """An exported model whose dev metric dropped more than the tolerance."""
 
 
@@ -39,8 +45,6 @@ def load_eager(model_dir: str | Path, embedding: bool = False):
     """The classifier (the bare encoder for an embedding model) with eager attention: its exported graph
     is the one ORT's fusions recognise."""
     from transformers import AutoModel, AutoModelForSequenceClassification
-
-    from .models import check_model_dir
 
     check_model_dir(Path(model_dir))
     cls = AutoModel if embedding else AutoModelForSequenceClassification
@@ -52,8 +56,6 @@ def torch_to_onnx(model, tokenizer, path: Path, opset: int = OPSET, embedding: b
     """Trace `model` to ONNX with dynamic batch and sequence axes; returns the input names.
     The output is `logits`, or `last_hidden_state` (batch, sequence, hidden) for an embedding model."""
     import torch
-
-    from .train.common import model_inputs
 
     names = [n for n in tokenizer.model_input_names if n in model_inputs(model)]
     output = "last_hidden_state" if embedding else "logits"
@@ -104,9 +106,6 @@ def quantize_int8(fp32: Path, path: Path) -> None:
 def check_backends(reference, candidates: dict, data, batch_size: int = 32) -> dict:
     """Each candidate backend against the reference on `data`'s dev split(s): metrics, score,
     drop in points, label agreement and the largest logit difference."""
-    from .evaluate import predictions
-    from .metrics import evaluate_task_predictions, task_score
-
     splits = {name: (list(ds["text"]), list(ds["text_pair"]) if data.is_pair else None, np.asarray(ds["label"]))
               for name, ds in data.dev.items()}
 
@@ -158,19 +157,13 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
     export.json). For an embedding model `data` is a list of sentences and a file fails when the mean
     cosine of its embeddings to the torch fp32 ones is below `min_cosine`. Returns export.json's content.
     """
-    from .embed import is_embedding_model
-    from .models import load_tokenizer
-    from .pipeline import versions
-
     start = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out or model_dir)
     embedding = is_embedding_model(model_dir)
     if embedding and data is not None and not isinstance(data, (list, tuple)):
-        raise ValueError(f"{model_dir} is an embedding model: check it on a list of sentences, not a task")
+        raise ModelError(f"{model_dir} is an embedding model: check it on a list of sentences, not a task")
     model, tokenizer = load_eager(model_dir, embedding), load_tokenizer(str(model_dir))
     if not embedding and data is not None and model.config.num_labels != data.num_labels:
-        from .models import ModelError
-
         raise ModelError(f"{model_dir} has {model.config.num_labels} outputs; task {data.name} needs {data.num_labels}")
     out.mkdir(parents=True, exist_ok=True)
     if out.resolve() != model_dir.resolve():  # the ONNX folder runs on its own: config, tokenizer, distil.json

@@ -1,0 +1,5 @@
+"""`python -m distilkit.cli ...` (what torchrun runs)."""
+
+from . import app
+
+app()

@@ -1,0 +1,102 @@
+"""What every `distil` command shares: the app, the console, the common options, the one handler of user
+errors, and the tables commands print. Commands import their stage or deploy module when they run, so
+`distil predict` and `distil serve` on an ONNX export never import torch."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError, UserError
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="`distil <stage>`: one command per pipeline stage, and `distil run` for the whole pipeline.")
+console = Console()
+
+TeacherOpt = typer.Option(None, "--teacher", "-t", help="Teacher folder or hub id (default: packaged all-MiniLM-L6-v2).")
+TaskOpt = typer.Option("sst2", "--task", help="GLUE task: cola sst2 mrpc stsb qqp mnli qnli rte wnli.")
+DataOpt = typer.Option(None, "--data", help="glue_data folder (default: ../shared/data/glue when present, else the hub).")
+TrainFileOpt = typer.Option(None, "--train", help="Your own labelled CSV/TSV/JSONL training file (with --dev).")
+DevFileOpt = typer.Option(None, "--dev", help="Your own labelled dev file, same columns as --train.")
+TextColOpt = typer.Option("text", "--text-column")
+PairColOpt = typer.Option(None, "--text-pair-column")
+LabelColOpt = typer.Option("label", "--label-column")
+RegressionOpt = typer.Option(False, "--regression", help="Labels are numbers (regression).")
+TrainLimitOpt = typer.Option(None, "--train-limit", help="Use only the first N training rows.")
+DevLimitOpt = typer.Option(None, "--dev-limit", help="Use only the first N dev rows.")
+LayersOpt = typer.Option(None, "--layers", help="alternate (default) | first-k | uniform | explicit list like 0,2,4.")
+NumLayersOpt = typer.Option(None, "--num-layers", help="Student depth for first-k/uniform (default: half the teacher).")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing output folder.")
+ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint.")
+BackendOpt = typer.Option("auto", "--backend", "-b",
+                          help="auto (ONNX int8 > ONNX fp32 > torch) | torch | torch-bf16 | onnx | onnx-int8.")
+MaxLengthOpt = typer.Option(None, "--max-length", help="Truncate to N tokens (default: the training length, else 128).")
+
+
+def fail(err: Exception) -> None:
+    """Print a one-line error and exit with status 2."""
+    console.print("[red]error:[/]", end=" ")
+    console.print(str(err), markup=False, soft_wrap=True, highlight=False)
+    raise typer.Exit(2)
+
+
+def command(*args, **kwargs):
+    """`app.command`, with the one handler of user errors: any `UserError` exits 2 with its one-line message."""
+    def register(fn):
+        @functools.wraps(fn)
+        def run(*a, **k):
+            try:
+                return fn(*a, **k)
+            except UserError as err:
+                fail(err)
+        return app.command(*args, **kwargs)(run)
+    return register
+
+
+def int_list(value: str, option: str) -> list[int]:
+    """Comma-separated whole numbers ("1,2,3") of an option, or a ConfigError naming the option."""
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} {value!r}: expected comma-separated whole numbers, like 1,2,3") from None
+
+
+def teacher_path(teacher: Optional[str]) -> str:
+    """The teacher folder or hub id (None: the packaged all-MiniLM-L6-v2)."""
+    from ..models.folders import resolve_model
+
+    return resolve_model(teacher)
+
+
+def cache_root() -> Path:
+    """Where teacher outputs are cached by default: $XDG_CACHE_HOME/distilkit or ~/.cache/distilkit."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "distilkit"
+
+
+def print_params(parameters: dict) -> None:
+    table = Table(title="parameters")
+    for col in ("model", "total", "embedding", "non-embedding"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for name, p in parameters.items():
+        table.add_row(name, f"{p['total']:,}", f"{p['embedding']:,}", f"{p['non_embedding']:,}")
+    console.print(table)
+
+
+def print_metrics(title: str, models: dict) -> None:
+    """One row per model, one column per metric (in %)."""
+    table = Table(title=title)
+    names = [k for k in next(iter(models.values())) if k != "parameters"]
+    table.add_column("model")
+    for n in names:
+        table.add_column(n, justify="right")
+    for model, m in models.items():
+        table.add_row(model, *(f"{m[n] * 100:.2f}" for n in names))
+    console.print(table)

@@ -1,0 +1,154 @@
+"""Deploy commands: export, bench, predict, serve. Each imports its module when it runs; predict and serve on an
+ONNX export import no torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import ConfigError
+from .common import BackendOpt, DataOpt, DevLimitOpt, MaxLengthOpt, command, console, int_list
+
+
+@command("export")
+def export_cmd(
+    model_dir: str = typer.Argument(..., help="A task model folder (save_pretrained, safetensors)."),
+    task: Optional[str] = typer.Option(None, "--task", help="GLUE task whose dev set checks the export "
+                                                            "(default: distil.json's task, else sst2)."),
+    data: Optional[Path] = DataOpt, dev_limit: Optional[int] = DevLimitOpt,
+    tolerance: float = typer.Option(1.0, "--tolerance", help="Largest dev-score drop (points) a file may show."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write the int8 model (per-channel dynamic)."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Check against the torch model on the dev set."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder of the ONNX files (default MODEL_DIR)."),
+    max_length: Optional[int] = MaxLengthOpt,
+    min_cosine: float = typer.Option(0.99, "--min-cosine", help="Embedding models: lowest mean cosine of a file's "
+                                                                "embeddings to the torch fp32 ones."),
+    sentences: Optional[Path] = typer.Option(None, "--sentences", help="Embedding models: sentences (one per line) "
+                                                                       "to check on (default: STS-B dev)."),
+):
+    """ONNX export (optimised fp32 + int8), checked against the torch model; writes export.json."""
+    from ..artifacts import read_record
+    from ..data.sentences import check_sentences
+    from ..data.task import load_task_data
+    from ..deploy.export import export_onnx
+    from ..models.pooling import is_embedding_model
+
+    d, source = None, None
+    if check and is_embedding_model(model_dir):
+        d, source = check_sentences(sentences, data, dev_limit)
+    elif check:
+        task = task or read_record(model_dir).get("task") or "sst2"
+        d = load_task_data(task=task, data_dir=data, train_limit=1, dev_limit=dev_limit)
+    info = export_onnx(model_dir, out, quantize=int8, data=d, tolerance=tolerance, max_length=max_length,
+                       min_cosine=min_cosine, sentences_source=source)
+    folder = out or Path(model_dir)
+    if "check" in info and info.get("kind") == "embedding":
+        table = Table(title=f"embeddings vs torch fp32 ({info['check']['sentences']} sentences)")
+        for col in ("backend", "mean cosine", "min cosine", "max |diff|"):
+            table.add_column(col, justify="left" if col == "backend" else "right")
+        for name, r in info["check"]["results"].items():
+            table.add_row(name, f"{r['mean_cosine']:.5f}", f"{r['min_cosine']:.5f}" if "min_cosine" in r else "",
+                          f"{r['max_abs_diff']:.2e}" if "max_abs_diff" in r else "")
+        console.print(table)
+    elif "check" in info:
+        table = Table(title=f"{info['check']['task']} dev ({info['check']['dev_examples']} examples)")
+        for col in ("backend", "score", "drop (points)", "label agreement", "max |logit diff|"):
+            table.add_column(col, justify="left" if col == "backend" else "right")
+        for name, r in info["check"]["results"].items():
+            agree = "" if r.get("label_agreement") is None else f"{r['label_agreement'] * 100:.2f}%"
+            table.add_row(name, f"{r['score'] * 100:.2f}", f"{r.get('score_drop_points', 0):.2f}", agree,
+                          f"{r['max_abs_logit_diff']:.2e}" if "max_abs_logit_diff" in r else "")
+        console.print(table)
+    for name, size in info["files"].items():
+        console.print(f"→ {folder / name} ({size / 1e6:.1f} MB)")
+    console.print(f"→ {folder / 'export.json'}")
+
+
+@command()
+def bench(
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher task model folder."),
+    student: Optional[Path] = typer.Option(None, "--student", help="Student task model folder."),
+    seq: str = typer.Option("32,128", "--seq", help="Sequence lengths of the batch-1 latency runs."),
+    batch: int = typer.Option(32, "--batch", help="Batch of the throughput run (at the longest --seq)."),
+    repeats: int = typer.Option(20, "--repeats", help="Timed calls per model, backend and scenario."),
+    backends: Optional[str] = typer.Option(None, "--backends", help="Comma list (default: all available)."),
+    peak_size: int = typer.Option(1024, "--peak-size", help="Size of the square matmuls timing the machine's peak."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for bench.json, bench.md, bench.png."),
+):
+    """Size, latency and throughput of teacher and student on each backend, interleaved in one run."""
+    from ..deploy.bench import run_bench, write_bench
+
+    models = {name: d for name, d in (("teacher", teacher), ("student", student)) if d is not None}
+    if not models:
+        raise ConfigError("give --teacher and/or --student")
+    result = run_bench(models, int_list(seq, "--seq"), batch, repeats,
+                       backends=backends.split(",") if backends else None, peak_size=peak_size)
+    paths = write_bench(result, out)
+    table = Table(title=f"distil bench (forward only; speedup vs {result['reference']['model']} "
+                        f"{result['reference']['backend']})")
+    for col in ("scenario", "model", "backend", "median ms", "p90 ms", "seq/s", "speedup", "% of peak"):
+        table.add_column(col, justify="left" if col in ("scenario", "model", "backend") else "right")
+    for r in result["results"]:
+        table.add_row(r["name"], r["model"], r["backend"], f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
+                      f"{r['sequences_per_s']:.1f}", f"{r['speedup']:.2f}x", f"{r['percent_of_peak']:.0f}%")
+    console.print(table)
+    console.print("→ " + ", ".join(str(p) for p in paths.values()))
+
+
+@command()
+def predict(
+    model_dir: str = typer.Argument(..., help="A task model folder."),
+    texts: Optional[list[str]] = typer.Argument(None, help="Texts to label (default: --file, else stdin)."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="One text per line, or JSONL with \"text\" "
+                                                                   "and optional \"text_pair\"."),
+    fmt: str = typer.Option("auto", "--format", help="auto | lines | jsonl (auto: .jsonl name or a first '{')."),
+    backend: str = BackendOpt,
+    batch_size: int = typer.Option(32, "--batch-size"),
+    max_length: Optional[int] = MaxLengthOpt,
+    embedding: bool = typer.Option(False, "--embedding", help="Sentence embeddings, {\"embedding\": [...]} per text "
+                                                              "(the default output of an embedding model)."),
+):
+    """Label texts: JSONL on stdout, {"label", "score"} per text (score: probability of the label);
+    an embedding model gives {"embedding": [...]} per text."""
+    from ..deploy.backends import load_backend
+    from ..deploy.predict import InputError, check_pairs, embed, predict as predict_texts, read_inputs, write_jsonl
+    from ..models.folders import is_pair_model
+
+    texts, pairs = read_inputs(texts, file, fmt=fmt)
+    model = load_backend(model_dir, backend, max_length)
+    if embedding or model.embedding:
+        if pairs is not None:
+            raise InputError("an embedding model takes single texts: drop \"text_pair\" from the input")
+        rows = embed(model, texts, batch_size)
+    else:
+        check_pairs(is_pair_model(model_dir), pairs, model_dir)
+        rows = predict_texts(model, texts, pairs, batch_size)
+    write_jsonl(rows)
+
+
+@command()
+def serve(
+    model_dir: str = typer.Argument(..., help="A task or embedding model folder (exported: ONNX int8 is used)."),
+    host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8000, "--port"),
+    backend: str = BackendOpt, max_length: Optional[int] = MaxLengthOpt,
+    max_batch: int = typer.Option(32, "--max-batch", help="Most texts in one model call."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="Longest wait for a batch to fill."),
+    sub_batch: int = typer.Option(8, "--sub-batch", help="Texts per model call within a batch, sorted by length."),
+    max_texts: int = typer.Option(64, "--max-texts", help="Most texts in one request (413 beyond)."),
+    max_chars: int = typer.Option(2000, "--max-chars", help="Most characters in one text (413 beyond)."),
+    max_queue: int = typer.Option(1024, "--max-queue", help="Most texts waiting (503 beyond)."),
+    timeout_s: float = typer.Option(10.0, "--timeout-s", help="Per-request timeout (504)."),
+    max_body_bytes: Optional[int] = typer.Option(None, "--max-body-bytes", help="Request body limit (413; default "
+                                                                                "from --max-texts and --max-chars)."),
+    access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request (costs CPU)."),
+):
+    """HTTP classifier (POST /v1/classify) or sentence encoder (POST /v1/embed), GET /health, GET /metrics, /docs; micro-batched."""
+    from ..deploy.serve import serve as run_server
+
+    run_server(model_dir, host, port, backend, max_length, access_log, max_batch=max_batch, max_wait_ms=max_wait_ms,
+               sub_batch=sub_batch, max_texts=max_texts, max_chars=max_chars, max_queue=max_queue, timeout_s=timeout_s,
+               max_body_bytes=max_body_bytes)
+

@@ -1,0 +1,215 @@
+"""Experiment commands: eval, run, glue, sweep."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LayersOpt, NumLayersOpt, OverwriteOpt, PairColOpt,
+                     RegressionOpt, ResumeOpt, TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, cache_root,
+                     command, console, int_list, print_metrics, teacher_path)
+
+# Defaults of `distil run`: chosen so the whole run fits in 20 minutes on 2 CPU cores (README).
+RUN_TRAIN_LIMIT = 20000
+
+
+@command("eval")
+def eval_cmd(
+    model_dir: str = typer.Argument(..., help="A task model folder."),
+    task: str = TaskOpt, data: Optional[Path] = DataOpt, train: Optional[Path] = TrainFileOpt,
+    dev: Optional[Path] = DevFileOpt, text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt,
+    label_column: str = LabelColOpt, regression: bool = RegressionOpt, dev_limit: Optional[int] = DevLimitOpt,
+    max_length: int = 128,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="metrics.json path (default MODEL_DIR/metrics.json)."),
+    embedding: bool = typer.Option(False, "--embedding", help="Score a sentence-embedding model without fine-tuning: "
+                                                              "STS-B dev Spearman and retrieval recall@1/@10, MRR@10."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="--embedding: the teacher, scored side by side "
+                                                                        "(retention = model / teacher)."),
+    compare: Optional[list[str]] = typer.Option(None, "--compare", help="--embedding: more models, NAME=DIR "
+                                                                        "(e.g. truncated=runs/embed/truncated)."),
+    retrieval: str = typer.Option("mrpc", "--retrieval", help="--embedding: retrieval sets, comma list of mrpc, stsb "
+                                                              "or JSONL files of {\"query\", \"passage\"} lines; none: skip."),
+    sts: bool = typer.Option(True, "--sts/--no-sts", help="--embedding: STS-B dev Spearman."),
+    backend: str = typer.Option("torch", "--backend", "-b", help="--embedding: backend the models run on."),
+):
+    """Score a model folder on a task's dev split(s) (or, --embedding, on STS-B and retrieval); writes metrics.json."""
+    from ..artifacts import write_json
+    from ..data.task import load_task_data
+    from ..models.folders import check_model_dir
+    from ..stages.evaluate import embedding_evaluation, evaluate_folder
+
+    if embedding:
+        result = embedding_evaluation(model_dir, teacher_path(teacher) if teacher else None, compare or [], retrieval,
+                                      sts, data, backend)
+        path = write_json(out or Path(model_dir) / "embedding_metrics.json", result)
+        _print_embedding_table(result)
+        console.print(f"→ {path}")
+        return
+    check_model_dir(Path(model_dir))
+    d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
+                       text_pair_column=text_pair_column, label_column=label_column, regression=regression,
+                       train_limit=1, dev_limit=dev_limit)
+    metrics = evaluate_folder(model_dir, d, max_length)
+    path = out or Path(model_dir) / "metrics.json"
+    write_json(path, {"model": model_dir, "task": d.name, "data": d.source, "metrics": metrics})
+    print_metrics(f"{d.name} dev", {Path(model_dir).name: metrics})
+    console.print(f"→ {path}")
+
+
+def _print_embedding_table(result: dict) -> None:
+    from ..stages.evaluate import embedding_scores
+
+    table = Table(title="sentence embeddings (no fine-tuning)")
+    flat = {name: embedding_scores({k: v for k, v in m.items() if k != "pooling"}) for name, m in result["models"].items()}
+    names = list(next(iter(flat.values())))
+    table.add_column("model")
+    for n in names:
+        table.add_column(n, justify="right")
+    for model, m in flat.items():
+        table.add_row(model, *(f"{m[n] * 100:.2f}" for n in names))
+    for model, r in result.get("retention", {}).items():
+        table.add_row(f"{model} retention", *(f"{r[n] * 100:.1f}%" if r[n] is not None else "" for n in names))
+    console.print(table)
+
+
+@command()
+def run(
+    teacher: Optional[str] = TeacherOpt,
+    out: Path = typer.Option(Path("runs/sst2"), "--out", "-o"),
+    task: str = TaskOpt, data: Optional[Path] = DataOpt, train: Optional[Path] = TrainFileOpt,
+    dev: Optional[Path] = DevFileOpt, text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt,
+    label_column: str = LabelColOpt, regression: bool = RegressionOpt,
+    train_limit: Optional[int] = typer.Option(RUN_TRAIN_LIMIT, "--train-limit",
+                                              help="Training rows used (0: all). The default keeps the run under 20 min."),
+    dev_limit: Optional[int] = DevLimitOpt,
+    layers: Optional[str] = LayersOpt, num_layers: Optional[int] = NumLayersOpt,
+    teacher_epochs: float = 2.0, teacher_lr: float = 5e-5,
+    epochs: float = typer.Option(2.0, help="Epochs of the student (and of the baseline)."),
+    lr: float = 5e-5, batch_size: int = 32, max_length: int = 128, seed: int = 42,
+    alpha: float = 0.5, temperature: float = 2.0, cls_weight: float = 0.0,
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
+    overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
+):
+    """The whole pipeline: fine-tune teacher → student → distil → baseline → evaluate → report."""
+    from ..artifacts import check_output
+    from ..data.task import load_task_data
+    from ..experiments.run import run_pipeline
+    from ..train.common import TrainConfig
+    from ..train.task import DistillConfig
+
+    dcfg = DistillConfig(alpha=alpha, temperature=temperature, cls_weight=cls_weight)
+    if not resume:
+        check_output(out, overwrite)
+    d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
+                       text_pair_column=text_pair_column, label_column=label_column, regression=regression,
+                       train_limit=train_limit or None, dev_limit=dev_limit)
+    shared = {"batch_size": batch_size, "max_length": max_length, "seed": seed, "bf16": bf16}
+    metrics = run_pipeline(teacher_path(teacher), d, out, TrainConfig(epochs=teacher_epochs, learning_rate=teacher_lr, **shared),
+                           TrainConfig(epochs=epochs, learning_rate=lr, **shared), dcfg, layers=layers,
+                           num_layers=num_layers, overwrite=overwrite, resume=resume)
+    print_metrics(f"{d.name} dev", {k: v for k, v in metrics["models"].items()})
+    console.print(f"retention {metrics['retention'] * 100:.1f}% (baseline {metrics['baseline_retention'] * 100:.1f}%)")
+    console.print(json.dumps(metrics["train_seconds"]))
+
+
+@command()
+def glue(
+    tasks: str = typer.Option("sst2,mrpc,stsb,cola", "--tasks", help="Comma-separated GLUE tasks."),
+    out: Path = typer.Option(Path("runs/glue"), "--out", "-o"),
+    teacher: Optional[str] = TeacherOpt, data: Optional[Path] = DataOpt,
+    seeds: str = typer.Option("42", "--seeds", help="Comma-separated seeds; each repeats every stage."),
+    layers: Optional[str] = LayersOpt, num_layers: Optional[int] = NumLayersOpt,
+    train_limit: Optional[str] = typer.Option(None, help="Training rows per task, 0 = all (default sst2=20000, others all)."),
+    teacher_epochs: Optional[str] = typer.Option(None, help="Teacher epochs: 3 or 3,sst2=1 (default: glue.DEFAULTS)."),
+    teacher_lr: Optional[str] = typer.Option(None, help="Teacher learning rate, same syntax (default: glue.DEFAULTS)."),
+    epochs: Optional[str] = typer.Option(None, help="Student (and baseline) epochs, same syntax (default: glue.DEFAULTS)."),
+    lr: Optional[str] = typer.Option(None, help="Student learning rate, same syntax (default: glue.DEFAULTS)."),
+    alpha: Optional[str] = typer.Option(None, help="Soft-target weight, same syntax (default 0.5)."),
+    temperature: Optional[str] = typer.Option(None, help="Soft-target temperature, same syntax (default 2)."),
+    cls_weight: Optional[str] = typer.Option(None, help="[CLS] cosine weight, same syntax (default 0)."),
+    augment: Optional[str] = typer.Option(None, help="Perturbed teacher-labelled copies per training row, same "
+                                          "syntax (default: glue.DEFAULTS)."),
+    hidden_weight: Optional[str] = typer.Option(None, help="Intermediate-layer hidden-state MSE weight, same syntax "
+                                                "(default: glue.DEFAULTS)."),
+    augment_neighbours: Optional[str] = typer.Option(None, help="Teacher-embedding neighbours a perturbed copy's "
+                                                     "replaced word is drawn from, same syntax (default: glue.DEFAULTS)."),
+    attention_weight: Optional[str] = typer.Option(None, help="Per-layer attention KL weight, same syntax "
+                                                   "(default: glue.DEFAULTS)."),
+    unlabeled: Optional[str] = typer.Option(None, help="Extra student inputs only the teacher labels, per task: "
+                                            "test (the task's test splits) or a file, e.g. stsb=test,cola=test."),
+    mined_pairs: Optional[str] = typer.Option(None, help="New teacher-labelled pairs per training row from the task's "
+                                              "own sentences (pair tasks), same syntax (default: glue.DEFAULTS)."),
+    batch_size: int = 32, max_length: int = 128, dev_limit: Optional[int] = DevLimitOpt,
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the hard-label baseline."),
+    compare: list[str] = typer.Option([], "--compare", help="NAME=PATH (or PATH) of another model to fine-tune and "
+                                      "score in the same table; repeatable."),
+    sweep_depths: Optional[str] = typer.Option(None, help="Also sweep student depths (e.g. 1,2,3,4) on --sweep-task."),
+    sweep_task: str = typer.Option("sst2", help="Task of the depth/precision sweep."),
+    sweep_precisions: str = typer.Option("fp32,int8", help="Precisions of the sweep: fp32, int8."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT and start afresh (default: resume it)."),
+):
+    """GLUE suite: teacher, student and baseline on each task and seed, the paper's table, model cards.
+
+    Running the same command again resumes: finished stages are reused when their configuration matches."""
+    from ..data.glue import get_task
+    from ..experiments.suite import build_recipes, run_glue
+
+    task_list = [get_task(t.strip()).name for t in tasks.split(",") if t.strip()]
+    recipes = build_recipes(task_list, {
+        "train_limit": train_limit, "teacher_epochs": teacher_epochs, "teacher_lr": teacher_lr, "epochs": epochs,
+        "lr": lr, "alpha": alpha, "temperature": temperature, "cls_weight": cls_weight, "augment": augment,
+        "hidden_weight": hidden_weight, "augment_neighbours": augment_neighbours,
+        "attention_weight": attention_weight, "unlabeled": unlabeled, "mined_pairs": mined_pairs},
+        batch_size, max_length, bf16)
+    seed_list = int_list(seeds, "--seeds")
+    others = {}
+    for item in compare:
+        name, sep, path = item.partition("=")
+        name, path = (name, path) if sep else (Path(item.rstrip("/")).name, item)
+        others[name.strip()] = teacher_path(path.strip())  # a folder (checked) or a hub id
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    result = run_glue(teacher_path(teacher), task_list, out, recipes, data_dir=data, seeds=seed_list, layers=layers,
+                      num_layers=num_layers, baseline=baseline, compare=others, dev_limit=dev_limit,
+                      sweep_depths=int_list(sweep_depths, "--sweep-depths") if sweep_depths else None,
+                      sweep_task=sweep_task, sweep_precisions=[p.strip() for p in sweep_precisions.split(",")])
+    console.print((out / "glue.md").read_text())
+    console.print(f"macro retention {result['macro_retention'] * 100:.1f}%")
+
+
+@command()
+def sweep(
+    teacher: str = typer.Option(..., "--teacher", "-t", help="Teacher fine-tuned on the task (distil finetune)."),
+    out: Path = typer.Option(..., "--out", "-o"),
+    depths: str = typer.Option("1,2,3,4", help="Student depths (layers picked by the alternate rule)."),
+    precisions: str = typer.Option("fp32,int8", help="fp32 (torch) and/or int8 (ONNX Runtime, checked on dev)."),
+    task: str = TaskOpt, data: Optional[Path] = DataOpt, train_limit: Optional[int] = TrainLimitOpt,
+    dev_limit: Optional[int] = DevLimitOpt,
+    epochs: float = 1.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
+    alpha: float = 0.5, temperature: float = 2.0,
+    seq: int = typer.Option(128, help="Sequence length of the latency timing."),
+    repeats: int = 20, tolerance: float = typer.Option(1.0, help="Largest int8 dev-score drop (points) accepted."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
+):
+    """Students of several depths, fp32 and int8: score against latency and size, Pareto frontier and plot.
+
+    Running it again reuses finished depths and exports."""
+    from ..data.task import load_task_data
+    from ..experiments.sweep import run_sweep
+    from ..train.common import TrainConfig
+    from ..train.task import DistillConfig
+
+    dcfg = DistillConfig(alpha=alpha, temperature=temperature)
+    d = load_task_data(task=task, data_dir=data, train_limit=train_limit, dev_limit=dev_limit)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16)
+    result = run_sweep(teacher_path(teacher), d, int_list(depths, "--depths"), out, cfg, dcfg, out / "cache",
+                       precisions=tuple(p.strip() for p in precisions.split(",")), seq=seq, repeats=repeats,
+                       tolerance=tolerance)
+    console.print((out / "sweep.md").read_text())
+    console.print(f"frontier (latency): {', '.join(p['model'] + ' ' + p['precision'] for p in result['frontier']['latency'])}")

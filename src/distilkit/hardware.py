@@ -1,0 +1,69 @@
+"""Facts about this machine and this install: CPU model and instruction sets, cores, bf16 support,
+library versions. No torch at import time (a serving-only install has none)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+
+from . import __version__
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def num_cores() -> int:
+    """CPU cores this process may use (affinity-aware)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu() -> dict:
+    """The CPU's model name and the instruction sets that decide bf16 and int8 speed."""
+    model, flags = platform.processor() or "unknown", ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), model)
+        flags = next((line for line in lines if line.startswith("flags")), "")
+    except OSError:
+        pass
+    present = set(flags.split(":", 1)[-1].split())
+    return {"cpu": model, "cores": num_cores(), "isa": [f for f in ISA_FLAGS if f in present]}
+
+
+def bf16_supported() -> bool:
+    """bf16 autocast is worth it on GPUs with bf16 and on CPUs with AVX-512 BF16 or AMX."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu()["isa"]))
+
+
+def version_of(package: str) -> str | None:
+    """The installed version of a distribution, None when it is not installed."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict:
+    """Versions recorded in every distil.json (None for a library this install lacks)."""
+    return {"distilkit": __version__, **{name: version_of(name) for name in ("torch", "transformers", "datasets")},
+            "python": platform.python_version()}
+
+
+def hardware() -> dict:
+    """What a timing needs beside it: CPU, cores, instruction sets, runtime versions and thread counts."""
+    facts = {**cpu(), "python": platform.python_version(), "onnxruntime": version_of("onnxruntime"),
+             "torch": version_of("torch"), "ort_threads": num_cores()}
+    try:
+        import torch
+
+        facts["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        facts["torch_threads"] = None
+    return facts

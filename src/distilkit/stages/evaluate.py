@@ -1,0 +1,107 @@
+"""Scoring models: a task model on a task's dev split(s) (its metrics and GLUE per-task score), and sentence-embedding
+models side by side on STS-B and retrieval sets, without fine-tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data.glue import default_glue_dir
+from ..data.retrieval import RetrievalSet, glue_retrieval, jsonl_retrieval, sts_pairs
+from ..data.task import TaskData
+from ..deploy.backends import load_backend, predict_all
+from ..errors import UserError
+from ..metrics import evaluate_task_predictions, predictions, retrieval_metrics, sts_spearman, task_score
+from ..models.folders import ModelError, load_tokenizer
+from ..models.loading import load_classifier
+from ..train.common import encode, predict_logits
+
+
+def dev_predictions(model, tokenizer, data: TaskData, max_length: int = 128, encoded_dev: dict | None = None) -> dict:
+    """{split: (predictions, labels)} of `model` on every dev split of `data`."""
+    encoded_dev = encoded_dev or {name: encode(ds, tokenizer, max_length) for name, ds in data.dev.items()}
+    per_split = {}
+    for name, ds in encoded_dev.items():
+        logits = predict_logits(model, ds, tokenizer, description=f"evaluating on {data.name} {name}")
+        per_split[name] = (predictions(logits, data.regression), np.asarray(ds["label"]))
+    return per_split
+
+
+def evaluate_model(model, tokenizer, data: TaskData, max_length: int = 128, encoded_dev: dict | None = None) -> dict:
+    """{metric: value, ..., "score": per-task mean} on every dev split of `data`."""
+    metrics = evaluate_task_predictions(data, dev_predictions(model, tokenizer, data, max_length, encoded_dev))
+    metrics["score"] = task_score(metrics)
+    return metrics
+
+
+def evaluate_embedding_model(encode, sts: tuple | None, retrieval: list[RetrievalSet]) -> dict:
+    """`encode(texts) -> (n, dim)` scored on STS (Spearman of cosine) and each retrieval set.
+    Returns {"stsb_spearman": ..., "<set>": {"recall@1", "recall@10", "mrr@10"}}."""
+    out = {}
+    if sts is not None:
+        s1, s2, gold = sts
+        out["stsb_spearman"] = sts_spearman(encode(s1), encode(s2), gold)
+    for rs in retrieval:
+        out[rs.name] = retrieval_metrics(encode(rs.queries), encode(rs.passages), rs.relevant)
+    return out
+
+
+def embedding_scores(metrics: dict) -> dict[str, float]:
+    """Flat {name: value} of an embedding model's metrics ("stsb_spearman", "mrpc recall@10", ...)."""
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update({f"{key} {k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def compare_embedding_models(models: dict[str, str], sts: tuple | None, retrieval: list[RetrievalSet],
+                             backend: str = "torch", reference: str | None = "teacher") -> dict:
+    """Every model (name → folder) on the same sets, side by side; retention of each score versus
+    `reference` (when it is among the models)."""
+    results = {}
+    for name, folder in models.items():
+        model = load_backend(folder, backend)
+        if not model.embedding:
+            raise ModelError(f"{folder} is not an embedding model (no modules.json with a Pooling module): "
+                             "`distil eval --embedding` scores sentence-embedding folders")
+        results[name] = evaluate_embedding_model(lambda texts: predict_all(model, list(texts), None, 64),
+                                                 sts, retrieval)
+        results[name]["pooling"] = {"mode": model.pooling.mode, "normalize": model.pooling.normalize}
+    out = {"models": results, "sets": {
+        **({"stsb": {"pairs": len(sts[0])}} if sts else {}),
+        **{rs.name: {"queries": len(rs.queries), "passages": len(rs.passages), "source": rs.source} for rs in retrieval}}}
+    if reference in results:
+        ref = embedding_scores({k: v for k, v in results[reference].items() if k != "pooling"})
+        out["retention"] = {name: {k: (v / ref[k] if ref[k] else None) for k, v in
+                                   embedding_scores({k: v for k, v in m.items() if k != "pooling"}).items()}
+                            for name, m in results.items() if name != reference}
+    return out
+
+
+def evaluate_folder(model_dir: str, data: TaskData, max_length: int = 128) -> dict:
+    """`distil eval`: metrics of a saved task model on the task's dev split(s)."""
+    model = load_classifier(model_dir)
+    if model.config.num_labels != data.num_labels:
+        raise ModelError(f"{model_dir} has {model.config.num_labels} outputs; task {data.name} needs {data.num_labels}")
+    return evaluate_model(model, load_tokenizer(model_dir), data, max_length)
+
+
+def embedding_evaluation(model_dir: str, teacher: str | None = None, compare: list[str] = (), retrieval: str = "mrpc",
+                         sts: bool = True, glue_dir: str | Path | None = None, backend: str = "torch") -> dict:
+    """`distil eval --embedding`: the model (and the teacher, and each NAME=DIR of `compare`) on STS-B dev and
+    the retrieval sets named in `retrieval` (mrpc, stsb or JSONL files, comma-separated; none: skip)."""
+    glue_dir = glue_dir or default_glue_dir()
+    models = {**({"teacher": teacher} if teacher else {}), Path(model_dir).name or "model": model_dir}
+    for item in compare:
+        name, sep, folder = item.partition("=")
+        if not sep:
+            raise UserError(f"--compare {item!r}: expected NAME=DIR")
+        models[name] = folder
+    sets = [jsonl_retrieval(r) if r.endswith((".jsonl", ".json")) else glue_retrieval(r, glue_dir)
+            for r in (x.strip() for x in retrieval.split(",")) if r and r != "none"]
+    result = compare_embedding_models(models, sts_pairs(glue_dir) if sts else None, sets, backend)
+    return {"models_dirs": models, "data": str(glue_dir or "hub"), **result}
