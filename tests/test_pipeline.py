@@ -91,6 +91,21 @@ def test_resume_reuses_finished_stages(tiny_teacher, tiny_glue, tmp_path):
     assert metrics["train_seconds"]["teacher"] > 0 and (out / "baseline" / "model.safetensors").exists()
 
 
+def test_resume_refuses_a_finished_stage_made_with_another_configuration(tiny_teacher, tiny_glue, tmp_path):
+    from distilkit.stages.reuse import StageConfigError
+
+    data = load_task_data("sst2", tiny_glue)
+    partial = tmp_path / ".run.partial"
+    finetune_teacher(str(tiny_teacher), data, FAST, partial / "teacher")  # killed after its teacher stage
+    other = TrainConfig(**{**FAST.to_dict(), "learning_rate": 5e-4})
+    with pytest.raises(StageConfigError, match=r"teacher holds a finished stage made with config="):
+        run_pipeline(str(tiny_teacher), data, tmp_path / "run", other, FAST, DistillConfig(), layers="first-2",
+                     resume=True)
+    result = runner.invoke(app, ["run", "--teacher", str(tiny_teacher), "--data", str(tiny_glue), "--out",
+                                 str(tmp_path / "run"), "--resume", "--teacher-lr", "5e-4", "--max-length", "32"])
+    assert result.exit_code == 2 and "made with config=" in result.output
+
+
 def test_distillation_uses_cached_teacher_outputs(tiny_teacher, tiny_glue, tmp_path):
     data = load_task_data("sst2", tiny_glue)
     teacher = tmp_path / "teacher"
