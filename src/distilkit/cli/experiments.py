@@ -125,25 +125,25 @@ def glue(
     seeds: str = typer.Option("42", "--seeds", help="Comma-separated seeds; each repeats every stage."),
     layers: Optional[str] = LayersOpt, num_layers: Optional[int] = NumLayersOpt,
     train_limit: Optional[str] = typer.Option(None, help="Training rows per task, 0 = all (default sst2=20000, others all)."),
-    teacher_epochs: Optional[str] = typer.Option(None, help="Teacher epochs: 3 or 3,sst2=1 (default: glue.DEFAULTS)."),
-    teacher_lr: Optional[str] = typer.Option(None, help="Teacher learning rate, same syntax (default: glue.DEFAULTS)."),
-    epochs: Optional[str] = typer.Option(None, help="Student (and baseline) epochs, same syntax (default: glue.DEFAULTS)."),
-    lr: Optional[str] = typer.Option(None, help="Student learning rate, same syntax (default: glue.DEFAULTS)."),
+    teacher_epochs: Optional[str] = typer.Option(None, help="Teacher epochs: 3 or 3,sst2=1 (default: suite.DEFAULTS)."),
+    teacher_lr: Optional[str] = typer.Option(None, help="Teacher learning rate, same syntax (default: suite.DEFAULTS)."),
+    epochs: Optional[str] = typer.Option(None, help="Student (and baseline) epochs, same syntax (default: suite.DEFAULTS)."),
+    lr: Optional[str] = typer.Option(None, help="Student learning rate, same syntax (default: suite.DEFAULTS)."),
     alpha: Optional[str] = typer.Option(None, help="Soft-target weight, same syntax (default 0.5)."),
     temperature: Optional[str] = typer.Option(None, help="Soft-target temperature, same syntax (default 2)."),
     cls_weight: Optional[str] = typer.Option(None, help="[CLS] cosine weight, same syntax (default 0)."),
     augment: Optional[str] = typer.Option(None, help="Perturbed teacher-labelled copies per training row, same "
-                                          "syntax (default: glue.DEFAULTS)."),
+                                          "syntax (default: suite.DEFAULTS)."),
     hidden_weight: Optional[str] = typer.Option(None, help="Intermediate-layer hidden-state MSE weight, same syntax "
-                                                "(default: glue.DEFAULTS)."),
+                                                "(default: suite.DEFAULTS)."),
     augment_neighbours: Optional[str] = typer.Option(None, help="Teacher-embedding neighbours a perturbed copy's "
-                                                     "replaced word is drawn from, same syntax (default: glue.DEFAULTS)."),
+                                                     "replaced word is drawn from, same syntax (default: suite.DEFAULTS)."),
     attention_weight: Optional[str] = typer.Option(None, help="Per-layer attention KL weight, same syntax "
-                                                   "(default: glue.DEFAULTS)."),
+                                                   "(default: suite.DEFAULTS)."),
     unlabeled: Optional[str] = typer.Option(None, help="Extra student inputs only the teacher labels, per task: "
                                             "test (the task's test splits) or a file, e.g. stsb=test,cola=test."),
     mined_pairs: Optional[str] = typer.Option(None, help="New teacher-labelled pairs per training row from the task's "
-                                              "own sentences (pair tasks), same syntax (default: glue.DEFAULTS)."),
+                                              "own sentences (pair tasks), same syntax (default: suite.DEFAULTS)."),
     batch_size: int = 32, max_length: int = 128, dev_limit: Optional[int] = DevLimitOpt,
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the hard-label baseline."),
     compare: list[str] = typer.Option([], "--compare", help="NAME=PATH (or PATH) of another model to fine-tune and "
