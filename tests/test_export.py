@@ -101,3 +101,27 @@ def test_cli_export_checks_and_fails_loudly(tiny_glue, tmp_path):
 def test_cli_export_of_a_missing_folder_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["export", str(tmp_path / "missing"), "--no-check"])
     assert result.exit_code == 2 and "missing is not a folder" in result.output
+
+
+def test_export_of_a_model_trained_on_user_files_checks_on_its_dev_file(tiny_teacher, tmp_path):
+    from distilkit.stages.task import finetune_teacher
+    from distilkit.train.common import TrainConfig
+
+    from .conftest import sentences
+
+    for split, n, seed in (("reviews", 96, 1), ("held_out", 40, 2)):
+        lines = ["review,sentiment"] + [f"{s},{'pos' if y else 'neg'}" for s, y in sentences(n, seed)]
+        (tmp_path / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    data = load_task_data(train_file=tmp_path / "reviews.csv", dev_file=tmp_path / "held_out.csv",
+                          text_column="review", label_column="sentiment")
+    cfg = TrainConfig(epochs=2, batch_size=16, learning_rate=1e-3, max_length=32, bf16=False)
+    model = tmp_path / "model"
+    finetune_teacher(str(tiny_teacher), data, cfg, model)
+
+    result = runner.invoke(app, ["export", str(model)])
+    assert result.exit_code == 0, result.output
+    check = json.loads((model / "export.json").read_text())["check"]
+    assert check["task"] == "reviews" and check["data"]["dev_file"] == str(tmp_path / "held_out.csv")
+    assert check["dev_examples"] == 40 and check["results"]["onnx"]["label_agreement"] == 1.0
+    predicted = runner.invoke(app, ["predict", str(model), "a good film", "a dull plot"])
+    assert {json.loads(line)["label"] for line in predicted.output.splitlines()} <= {"neg", "pos"}

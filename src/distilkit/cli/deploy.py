@@ -32,13 +32,17 @@ def export_cmd(
     """ONNX export (optimised fp32 + int8), checked against the torch model; writes export.json."""
     from ..artifacts import read_record
     from ..data.sentences import check_sentences
-    from ..data.task import load_task_data
+    from ..data.task import load_task_data, recorded_dev_data
     from ..deploy.export import export_onnx
+    from ..models.folders import model_labels
     from ..models.pooling import is_embedding_model
 
     d, source = None, None
     if check and is_embedding_model(model_dir):
         d, source = check_sentences(sentences, data, dev_limit)
+    elif check and task is None and "dev_file" in read_record(model_dir).get("data", {}):
+        d = recorded_dev_data(read_record(model_dir)["task"], read_record(model_dir)["data"],
+                              model_labels(model_dir), dev_limit)  # the user's own dev file, as trained
     elif check:
         task = task or read_record(model_dir).get("task") or "sst2"
         d = load_task_data(task=task, data_dir=data, train_limit=1, dev_limit=dev_limit)

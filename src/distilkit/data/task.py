@@ -114,7 +114,9 @@ def _load_labelled(task, data_dir, train_file, dev_file, text_column, text_pair_
         else:
             metrics = ("accuracy", "f1") if len(labels) == 2 else ("accuracy",)
         name = Path(train_file).stem if task in (None, "sst2") else task
-        source = {"train_file": str(train_file), "dev_file": str(dev_file)}
+        source = {"train_file": str(train_file), "dev_file": str(dev_file), "text_column": text_column,
+                  **({"text_pair_column": text_pair_column} if text_pair_column else {}),
+                  "label_column": label_column, **({"regression": True} if regression else {})}
         return TaskData(name, train, {"dev": dev}, metrics, labels, source)
 
     spec = get_task(task or "sst2")
@@ -125,3 +127,18 @@ def _load_labelled(task, data_dir, train_file, dev_file, text_column, text_pair_
     labels = None if spec.is_regression else DISPLAY_LABELS.get(spec.name, list(spec.labels))
     source = {"glue_task": spec.name, "data_dir": str(data_dir) if data_dir else "hub:nyu-mll/glue"}
     return TaskData(spec.name, train, dev, spec.metrics, labels, source)
+
+
+def recorded_dev_data(name: str, source: dict, label_names: list[str] | None, dev_limit: int | None = None) -> TaskData:
+    """The dev split of the user's own files a model was trained on, as its distil.json's `data` records them
+    (file and columns), labelled with the model's own label names (`label_names`; None: regression).
+    Only `dev` holds rows: this is for checking a trained model, not for training one."""
+    missing = [key for key in ("dev_file", "text_column", "label_column") if key not in source]
+    if missing:
+        raise DataError(f"the model's distil.json records no {', '.join(missing)} of its training files: "
+                        "give --task (a GLUE task) to check on")
+    regression = bool(source.get("regression")) or label_names is None
+    dev, _ = load_table(source["dev_file"], source["text_column"], source["label_column"],
+                        source.get("text_pair_column"), regression, label_names, dev_limit)
+    metrics = ("pearson", "spearman") if regression else ("accuracy", "f1") if len(label_names) == 2 else ("accuracy",)
+    return TaskData(name, dev.select([]), {"dev": dev}, metrics, None if regression else list(label_names), source)

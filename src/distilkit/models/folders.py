@@ -89,6 +89,14 @@ def model_max_length(model_dir: str | Path, config) -> int:
     return min(int(length), int(getattr(config, "max_position_embeddings", 512)))
 
 
+def model_labels(model_dir: str | Path) -> list[str] | None:
+    """A classifier's label names in id order (its config's id2label); None for a regression model."""
+    config = load_config(str(model_dir))
+    if config.problem_type == "regression" or config.num_labels == 1:
+        return None
+    return [config.id2label[i] for i in range(config.num_labels)]
+
+
 def is_pair_model(model_dir: str | Path) -> bool | None:
     """Does the model take text pairs? export.json's `is_pair`, else the GLUE task of distil.json; None: unknown."""
     exported = read_record(model_dir, "export.json")
