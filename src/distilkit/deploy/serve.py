@@ -73,11 +73,12 @@ class Limits:
     max_body_bytes: int | None = None  # default: room for max_texts texts and pairs of max_chars escaped characters
 
     def __post_init__(self):
-        """Each limit must be positive (max_wait_ms may be 0); the message names its `distil serve` option."""
+        """Counts at least 1, timeout_s above 0, max_wait_ms 0 or more; the message names the `distil serve` option."""
         for name, value in vars(self).items():
-            low = 0 if name == "max_wait_ms" else 1
-            if value is not None and not value >= low:
-                raise ConfigError(f"--{name.replace('_', '-')} {value}: expected a number >= {low}")
+            ok, want = ((value >= 0, ">= 0") if name == "max_wait_ms" else (value > 0, "> 0") if name == "timeout_s"
+                        else (value is None or value >= 1, ">= 1"))
+            if not ok:
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: expected a number {want}")
 
     @property
     def body_bytes(self) -> int:
