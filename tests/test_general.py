@@ -121,7 +121,7 @@ def test_all_zero_weights_are_refused():
     from distilkit.train.general import TripleLossConfig
 
     with pytest.raises(ValueError, match="not all zero"):
-        TripleLossConfig(0, 0, 0, 0).check()
+        TripleLossConfig(alpha_ce=0, alpha_mlm=0, alpha_cos=0, alpha_mse=0).check()
 
 
 def test_pretrain_stage_end_to_end_with_fitted_head(tiny_teacher, corpus_dir, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -173,12 +172,12 @@ def glue(
         name, sep, path = item.partition("=")
         name, path = (name, path) if sep else (Path(item.rstrip("/")).name, item)
         others[name.strip()] = teacher_path(path.strip())  # a folder (checked) or a hub id
-    if overwrite and out.exists():
-        shutil.rmtree(out)
     result = run_glue(teacher_path(teacher), task_list, out, recipes, data_dir=data, seeds=seed_list, layers=layers,
                       num_layers=num_layers, baseline=baseline, compare=others, dev_limit=dev_limit,
                       sweep_depths=int_list(sweep_depths, "--sweep-depths") if sweep_depths else None,
-                      sweep_task=sweep_task, sweep_precisions=[p.strip() for p in sweep_precisions.split(",")])
+                      sweep_task=sweep_task,
+                      sweep_precisions=[p.strip() for p in sweep_precisions.split(",") if p.strip()],
+                      overwrite=overwrite)
     console.print((out / "glue.md").read_text())
     console.print(f"macro retention {result['macro_retention'] * 100:.1f}%")
 
@@ -201,15 +200,17 @@ def sweep(
 
     Running it again reuses finished depths and exports."""
     from ..data.task import load_task_data
-    from ..experiments.sweep import run_sweep
+    from ..experiments.sweep import check_sweep, run_sweep
     from ..train.common import TrainConfig
     from ..train.task import DistillConfig
 
     dcfg = DistillConfig(alpha=alpha, temperature=temperature)
+    teacher_dir, depth_list = teacher_path(teacher), int_list(depths, "--depths")
+    precision_list = tuple(p.strip() for p in precisions.split(",") if p.strip())
+    check_sweep(teacher_dir, depth_list, precision_list)
     d = load_task_data(task=task, data_dir=data, train_limit=train_limit, dev_limit=dev_limit)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16)
-    result = run_sweep(teacher_path(teacher), d, int_list(depths, "--depths"), out, cfg, dcfg, out / "cache",
-                       precisions=tuple(p.strip() for p in precisions.split(",")), seq=seq, repeats=repeats,
-                       tolerance=tolerance)
+    result = run_sweep(teacher_dir, d, depth_list, out, cfg, dcfg, out / "cache", precisions=precision_list, seq=seq,
+                       repeats=repeats, tolerance=tolerance)
     console.print((out / "sweep.md").read_text())
     console.print(f"frontier (latency): {', '.join(p['model'] + ' ' + p['precision'] for p in result['frontier']['latency'])}")

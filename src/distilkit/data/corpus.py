@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import datasets
@@ -23,6 +24,21 @@ from .errors import DataError
 CORPUS_INFO = "corpus.json"
 
 TEXT_SUFFIXES = {".txt", ".raw", ".tokens", ".text", ""}
+
+# a hub dataset: name or owner/name, optionally :config
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(:[\w.-]+)?")
+FILE_SUFFIXES = TEXT_SUFFIXES - {""} | {".csv", ".tsv", ".json", ".jsonl", ".gz"}
+
+
+def check_source(source: str | Path) -> None:
+    """Refuse before any work a corpus that is neither an existing file or folder (checked to hold text) nor
+    a name that can be a hub dataset: a missing path is a DataError, not a hub look-up."""
+    path = Path(source)
+    if path.exists():
+        if not is_prepared(path):
+            text_files(path)
+    elif not HUB_NAME.fullmatch(str(source)) or path.suffix.lower() in FILE_SUFFIXES:
+        raise DataError(f"{source}: corpus not found (a text file, a folder of them, or a hub dataset name[:config])")
 
 
 def text_files(path: str | Path) -> list[Path]:
@@ -64,7 +80,11 @@ def load_lines(source: str | Path) -> datasets.Dataset:
         ds = datasets.load_dataset("text", data_files=[str(f) for f in text_files(source)], split="train")
     else:  # a hub dataset, e.g. "Salesforce/wikitext:wikitext-103-raw-v1"
         name, _, config = str(source).partition(":")
-        ds = datasets.load_dataset(name, config or None, split="train")
+        try:
+            ds = datasets.load_dataset(name, config or None, split="train")
+        except FileNotFoundError as err:  # datasets' DatasetNotFoundError too
+            raise DataError(f"{source}: corpus not found: no such file or folder, and no hub dataset "
+                            f"{name!r}{f' (config {config!r})' if config else ''}") from err
     ds = ds.filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True)
     if len(ds) == 0:
         raise DataError(f"{source}: the corpus is empty (no non-blank lines): "

@@ -138,14 +138,19 @@ def available_backends(model_dir: str | Path) -> list[str]:
 
 def load_backend(model_dir: str | Path, name: str = "auto", max_length: int | None = None) -> Backend:
     """A backend by name: torch | torch-bf16 | onnx | onnx-int8 | auto (the fastest the folder has)."""
+    check_backend(name)
     if name == "auto":
         found = available_backends(model_dir)
         name = "onnx-int8" if "onnx-int8" in found else "onnx" if "onnx" in found else "torch"
     if name in ("torch", "torch-bf16"):
         return TorchBackend(model_dir, max_length, bf16=name == "torch-bf16")
-    if name in ("onnx", "onnx-int8"):
-        return OrtBackend(model_dir, max_length, ONNX_INT8 if name == "onnx-int8" else ONNX_FP32)
-    raise BackendError(f"unknown backend {name!r}: expected auto, {', '.join(BACKENDS)}")
+    return OrtBackend(model_dir, max_length, ONNX_INT8 if name == "onnx-int8" else ONNX_FP32)
+
+
+def check_backend(name: str) -> None:
+    """Refuse a backend name that is not auto or one of BACKENDS, before any model is loaded."""
+    if name != "auto" and name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}: expected auto, {', '.join(BACKENDS)}")
 
 
 def predict_all(backend: Backend, texts: list[str], text_pairs: list[str] | None = None,

@@ -11,12 +11,20 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from .backends import Backend, predict_all, results
+
+
+FORMATS = ("auto", "lines", "jsonl")
 
 
 class InputError(UserError):
     """Bad predict input; the message names the source and line."""
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: expected {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
 
 
 def _decode(raw: bytes, source: str, lineno: int) -> str:
@@ -42,6 +50,7 @@ def _jsonl_row(line: str, source: str, lineno: int) -> tuple[str, str | None]:
 
 def parse_lines(data: bytes, source: str = "<stdin>", fmt: str = "auto") -> tuple[list[str], list[str] | None]:
     """Texts (and text pairs, JSONL only) from the bytes of a file: fmt is auto, lines or jsonl."""
+    check_format(fmt)
     lines = [(i, _decode(raw, source, i)) for i, raw in enumerate(data.split(b"\n"), 1)]
     lines = [(i, line) for i, line in lines if line.strip()]
     if fmt == "auto":
@@ -49,8 +58,6 @@ def parse_lines(data: bytes, source: str = "<stdin>", fmt: str = "auto") -> tupl
         fmt = "jsonl" if jsonl else "lines"
     if fmt == "lines":
         return [line for _, line in lines], None
-    if fmt != "jsonl":
-        raise InputError(f"--format {fmt!r}: expected auto, lines or jsonl")
     rows = [(i, *_jsonl_row(line, source, i)) for i, line in lines]
     with_pair = [i for i, _, pair in rows if pair is not None]
     if with_pair and len(with_pair) != len(rows):
@@ -62,6 +69,7 @@ def parse_lines(data: bytes, source: str = "<stdin>", fmt: str = "auto") -> tupl
 def read_inputs(texts: list[str] | None, file: Path | None, stdin: BinaryIO | None = None,
                 fmt: str = "auto") -> tuple[list[str], list[str] | None]:
     """Texts from arguments, else from `file`, else from stdin."""
+    check_format(fmt)
     if texts:
         return list(texts), None
     if file is not None:

@@ -29,6 +29,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
+from ..errors import ConfigError
 from ..models.folders import is_pair_model
 from .backends import Backend, load_backend, predict_all, results
 
@@ -60,7 +61,7 @@ class EmbedResponse(BaseModel):
     normalized: bool
 
 
-@dataclass
+@dataclass(kw_only=True)  # configs are built by keyword
 class Limits:
     max_batch: int = 32
     max_wait_ms: float = 5.0
@@ -70,6 +71,14 @@ class Limits:
     max_queue: int = 1024  # texts waiting
     timeout_s: float = 10.0
     max_body_bytes: int | None = None  # default: room for max_texts texts and pairs of max_chars escaped characters
+
+    def __post_init__(self):
+        """Counts at least 1, timeout_s above 0, max_wait_ms 0 or more; the message names the `distil serve` option."""
+        for name, value in vars(self).items():
+            ok, want = ((value >= 0, ">= 0") if name == "max_wait_ms" else (value > 0, "> 0") if name == "timeout_s"
+                        else (value is None or value >= 1, ">= 1"))
+            if not ok:
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: expected a number {want}")
 
     @property
     def body_bytes(self) -> int:
@@ -269,8 +278,8 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
                **limits) -> FastAPI:
     """The FastAPI app for a model folder; `backend` is a name (see load_backend) or a Backend;
     `limits` are the fields of Limits."""
-    model = backend if isinstance(backend, Backend) else load_backend(model_dir, backend, max_length)
     limits = Limits(**limits)
+    model = backend if isinstance(backend, Backend) else load_backend(model_dir, backend, max_length)
     metrics = Metrics()
     is_pair = False if model.embedding else is_pair_model(model_dir)
     kind = "embedding" if model.embedding else "classifier"
@@ -362,6 +371,8 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, back
     lifespan drains the queue; uvicorn then exits by re-raising the signal (exit status -15 / 143)."""
     import uvicorn
 
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: expected 0..65535")
     app = create_app(model_dir, backend, max_length, **limits)
     uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=int(Limits(**limits).timeout_s) + 1,
                 log_level="info", access_log=access_log)

@@ -9,6 +9,7 @@ the macro score; and `macro_retention` = student macro / teacher macro.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,13 +29,13 @@ from ..train.common import TrainConfig
 from ..train.task import DistillConfig
 from .card import write_model_card
 from .report import write_glue_report
-from .sweep import run_sweep
+from .sweep import check_sweep, run_sweep
 
 console = Console(stderr=True)
 
 
 
-@dataclass
+@dataclass(kw_only=True)  # configs are built by keyword
 class TaskRecipe:
     """How one task is trained: teacher fine-tuning, student distillation (and the baseline), data size."""
 
@@ -126,14 +127,14 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
              seeds: list[int] = (42,), layers: str | None = None, num_layers: int | None = None, baseline: bool = True,
              compare: dict[str, str] | None = None, dev_limit: int | None = None, sweep_depths: list[int] | None = None,
              sweep_task: str = "sst2", sweep_precisions: list[str] = ("fp32", "int8"),
-             sweep_options: dict | None = None) -> dict:
+             sweep_options: dict | None = None, overwrite: bool = False) -> dict:
     """Run (or resume) the suite into OUT and write OUT/glue.json, glue.md, report.md and plots.
 
     With `sweep_depths`, also run `sweep.run_sweep` (keyword `sweep_options`: seq, repeats, tolerance...)
-    from the `sweep_task` teacher of the first seed into OUT/sweep, and put its frontier in the report."""
+    from the `sweep_task` teacher of the first seed into OUT/sweep, and put its frontier in the report.
+    Options are checked before any work; then `overwrite` deletes OUT (else the suite resumes in it)."""
     start = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     tasks = [get_task(t).name for t in tasks]
     compare = dict(compare or {})
     clash = {"teacher", "student", "baseline", "student_init"} & set(compare)
@@ -141,6 +142,11 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
         raise ConfigError(f"--compare name {sorted(clash)[0]!r} is taken by a suite model: choose another NAME=PATH")
     if sweep_depths and get_task(sweep_task).name not in tasks:
         raise ConfigError(f"--sweep-task {sweep_task} is not among --tasks ({', '.join(tasks)})")
+    if sweep_depths:  # the fine-tuned teachers the sweep starts from have the depth of `teacher`
+        check_sweep(teacher, list(sweep_depths), list(sweep_precisions), prefix="sweep-")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[int, dict]] = {}
     data_info, loaded = {}, {}
     for t_index, task in enumerate(tasks, 1):

@@ -25,7 +25,7 @@ from ..deploy.export import ExportCheckError, export_onnx
 from ..errors import ConfigError
 from ..models.families import depth
 from ..models.folders import load_config
-from ..models.student import choose_layers
+from ..models.student import StudentError, choose_layers
 from ..stages.evaluate import evaluate_folder
 from ..stages.reuse import reuse_or_run
 from ..stages.task import distil_task
@@ -95,19 +95,34 @@ def latency_ms(bench: dict, model: str, backend: str, seq: int) -> float:
                 if r["model"] == model and r["backend"] == backend and r["kind"] == "latency" and r["seq"] == seq)
 
 
+def check_sweep(teacher_dir: str | Path, depths: list[int], precisions, prefix: str = "") -> dict[str, list[int]]:
+    """Refuse bad depths or precisions before any training (options --depths and --precisions, with `prefix`
+    --sweep-depths and --sweep-precisions); returns each depth's layer map, {"depth-d": [teacher layers]}."""
+    unknown = [p for p in precisions if p not in BACKEND]
+    if unknown or not precisions:
+        raise ConfigError(f"--{prefix}precisions {','.join(precisions)!r}: expected {' and/or '.join(BACKEND)}")
+    if not depths:
+        raise ConfigError(f"--{prefix}depths: expected at least one student depth, like 1,2,3")
+    n_teacher = depth(load_config(str(teacher_dir)))
+    maps = {}
+    for d in depths:
+        try:
+            maps[f"depth-{d}"] = choose_layers(n_teacher, None, d)
+        except StudentError as err:
+            raise ConfigError(f"--{prefix}depths {d}: {err}") from None
+    return maps
+
+
 def run_sweep(teacher_dir: str | Path, data: TaskData, depths: list[int], out: Path, cfg: TrainConfig,
               dcfg: DistillConfig, cache_dir: Path, precisions=("fp32", "int8"), seq: int = 128,
               repeats: int = 20, tolerance: float = 1.0, peak_size: int = 1024) -> dict:
     """Distil (or reuse) a student per depth, export int8, time everything at once; returns sweep.json."""
     teacher_dir, out = Path(teacher_dir), Path(out)
-    unknown = set(precisions) - set(BACKEND)
-    if unknown:
-        raise ConfigError(f"unknown precision {', '.join(sorted(unknown))}: expected {', '.join(BACKEND)}")
-    n_teacher = depth(load_config(str(teacher_dir)))
-    records, exports, layer_maps = {}, {}, {"teacher": list(range(n_teacher))}
+    layer_maps = {"teacher": list(range(depth(load_config(str(teacher_dir))))),
+                  **check_sweep(teacher_dir, depths, precisions)}
+    records, exports = {}, {}
     for d in depths:
         name, folder = f"depth-{d}", out / f"depth-{d}"
-        layer_maps[name] = choose_layers(n_teacher, None, d)
         console.print(f"[bold]{name}[/]: teacher layers {layer_maps[name]} → {folder}")
         records[name] = reuse_or_run(folder, student_expected(teacher_dir, data, cfg, dcfg, layer_maps[name]),
                                      lambda f=folder, d=d: distil_task(str(teacher_dir), data, cfg, dcfg, f,

@@ -22,7 +22,7 @@ import numpy as np
 from ..artifacts import atomic_output_dir, check_output, fingerprint
 from ..data.sentences import load_sentences
 from ..models.families import depth
-from ..models.folders import load_tokenizer
+from ..models.folders import load_config, load_tokenizer
 from ..models.loading import count_parameters, load_encoder, save_model
 from ..models.pooling import Pooling, read_pooling, write_sentence_transformers_files
 from ..models.student import build_student, choose_layers
@@ -71,6 +71,7 @@ def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: Em
     """`distil embed`: student from the teacher, trained on the corpus' sentences to match the teacher's
     embeddings (no labels); cfg.epochs 0 writes the untrained truncated student. Returns distil.json's content."""
     check_output(out, overwrite)
+    choose_layers(depth(load_config(teacher)), layers, num_layers)  # a bad --layers fails before any loading
     start = time.perf_counter()
     pooling, note = read_pooling(teacher)
     if note:

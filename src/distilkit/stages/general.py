@@ -27,7 +27,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, set_seed
 from rich.console import Console
 
 from ..artifacts import check_output, partial_dir, publish, read_json, start_partial, write_json
-from ..data.corpus import CORPUS_INFO, check_prepared, is_prepared, prepare_corpus, text_files
+from ..data.corpus import CORPUS_INFO, check_prepared, check_source, is_prepared, prepare_corpus
 from ..data.errors import DataError
 from ..data.masking import token_weights
 from ..hardware import versions
@@ -159,8 +159,7 @@ def check_inputs(teacher: str, tokenizer, corpus: str, eval_corpus: str | None, 
             length = prepared[name].get("max_len", max_len)
             where = f"{source} (prepared with max_len {length})"
         else:
-            if Path(source).exists():
-                text_files(source)  # exists, UTF-8, not binary, not empty
+            check_source(source)  # a file or folder of UTF-8 text (not binary, not empty), else a hub name
             length, where = max_len, f"--max-len {max_len}"
         if positions is not None and length > positions:
             raise DataError(f"{where}: sequences longer than the teacher's max_position_embeddings ({positions})")
@@ -304,6 +303,7 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
 def corpus_stage(source: str, teacher: str, out: Path, max_len: int = 128, overwrite: bool = False) -> dict:
     """`distil corpus`: the corpus packed into token sequences with the teacher's tokenizer, as a folder that
     `distil pretrain` reads; returns corpus.json's content. A failure leaves no folder behind."""
+    check_source(source)
     tmp = start_partial(out, overwrite)
     try:
         info = prepare_corpus(source, load_tokenizer(teacher), tmp, max_len, tokenizer_name=teacher)

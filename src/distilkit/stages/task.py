@@ -17,6 +17,7 @@ from rich.console import Console
 from ..artifacts import atomic_output_dir, fingerprint
 from ..data.augment import augment, embedding_neighbours, mine_pairs, texts_of, words_of
 from ..data.task import TaskData
+from ..errors import ConfigError
 from ..models.families import depth
 from ..models.folders import ModelError, has_classifier_head, load_config, load_tokenizer
 from ..models.loading import count_parameters, load_any, load_classifier, save_model
@@ -128,6 +129,9 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
     """`distil task`: train a student on the fine-tuned teacher's cached outputs plus the gold labels."""
     if not has_classifier_head(teacher, data.num_labels):
         raise ModelError(f"{teacher} has no {data.num_labels}-output task head: fine-tune it first (distil finetune)")
+    if dcfg.mined_pairs and not data.is_pair:
+        raise ConfigError(f"--mined-pairs {dcfg.mined_pairs}: {data.name} has one text per row; mined pairs need a "
+                          "pair task (columns text and text_pair)")
     with atomic_output_dir(out, overwrite, resume) as tmp:
         tokenizer = load_tokenizer(teacher)
         teacher_model = _task_model(teacher, data).eval()

@@ -19,7 +19,7 @@ from ..models.families import FAMILIES, FamilyError, family_of
 from ..models.loading import model_inputs
 
 
-@dataclass
+@dataclass(kw_only=True)  # configs are built by keyword
 class TrainConfig:
     """Hyper-parameters of one training stage (written to distil.json as they are)."""
 

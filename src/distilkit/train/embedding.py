@@ -43,7 +43,7 @@ def encode_ids(model, ids: list[list[int]], pad_id: int, mode: str, batch_size: 
     return out
 
 
-@dataclass
+@dataclass(kw_only=True)  # configs are built by keyword
 class EmbedConfig:
     """Hyper-parameters of embedding distillation (written to distil.json)."""
 

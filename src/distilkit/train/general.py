@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from .common import add_loss_terms, attention_qkv, pad_batch
 
 
-@dataclass
+@dataclass(kw_only=True)  # configs are built by keyword
 class TripleLossConfig:
     alpha_ce: float = 5.0
     alpha_mlm: float = 2.0
@@ -174,7 +174,7 @@ class GeneralDistillationTrainer(Trainer):
 # `output_attentions`: that needs eager attention and, in training, returns the weights after dropout.
 
 
-@dataclass
+@dataclass(kw_only=True)  # configs are built by keyword
 class HeadlessLossConfig:
     alpha_attn: float = 1.0
     alpha_value: float = 1.0

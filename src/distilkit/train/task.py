@@ -36,7 +36,7 @@ from .common import Collator, TrainConfig, add_loss_terms, attention_qkv, predic
 LATER_OPTIONS = ("augment", "hidden_weight", "augment_neighbours", "attention_weight", "mined_pairs")
 
 
-@dataclass
+@dataclass(kw_only=True)  # configs are built by keyword
 class DistillConfig:
     """Loss weights of task distillation; defaults are the recipe `distil run` uses."""
 
@@ -50,14 +50,14 @@ class DistillConfig:
     mined_pairs: int = 0  # new teacher-labelled pairs per row of a pair task, from its own sentences (0: off)
 
     def __post_init__(self):
-        problems = [f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
+        problems = [f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
                     for name in ("cls_weight", "augment", "hidden_weight", "augment_neighbours", "attention_weight",
                                  "mined_pairs")
                     if getattr(self, name) < 0]
         if not 0 <= self.alpha <= 1:
-            problems.append(f"alpha must be in [0, 1], got {self.alpha}")
+            problems.append(f"--alpha must be in [0, 1], got {self.alpha}")
         if not self.temperature > 0:
-            problems.append(f"temperature must be > 0, got {self.temperature}")
+            problems.append(f"--temperature must be > 0, got {self.temperature}")
         if problems:
             raise ConfigError("; ".join(problems))
 
