@@ -10,15 +10,19 @@ import typer
 from rich.table import Table
 
 from ..errors import ConfigError
-from .common import BackendOpt, DataOpt, DevLimitOpt, MaxLengthOpt, command, console, int_list
+from .common import (BackendOpt, DataOpt, DevLimitOpt, LabelColOpt, MaxLengthOpt, PairColOpt, TextColOpt, command, console,
+                     int_list)
 
 
 @command("export")
 def export_cmd(
     model_dir: str = typer.Argument(..., help="A task model folder (save_pretrained, safetensors)."),
     task: Optional[str] = typer.Option(None, "--task", help="GLUE task whose dev set checks the export "
-                                                            "(default: distil.json's task, else sst2)."),
+                                                            "(default: what distil.json records, else sst2)."),
     data: Optional[Path] = DataOpt, dev_limit: Optional[int] = DevLimitOpt,
+    dev: Optional[Path] = typer.Option(None, "--dev", help="Your own labelled dev file to check on (default: the one "
+                                                           "the model was trained with, as distil.json records)."),
+    text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt, label_column: str = LabelColOpt,
     tolerance: float = typer.Option(1.0, "--tolerance", help="Largest dev-score drop (points) a file may show."),
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write the int8 model (per-channel dynamic)."),
     check: bool = typer.Option(True, "--check/--no-check", help="Check against the torch model on the dev set."),
@@ -30,22 +34,16 @@ def export_cmd(
                                                                        "to check on (default: STS-B dev)."),
 ):
     """ONNX export (optimised fp32 + int8), checked against the torch model; writes export.json."""
-    from ..artifacts import read_record
     from ..data.sentences import check_sentences
-    from ..data.task import load_task_data, recorded_dev_data
     from ..deploy.export import export_onnx
-    from ..models.folders import model_labels
     from ..models.pooling import is_embedding_model
+    from ..stages.evaluate import checking_data
 
     d, source = None, None
     if check and is_embedding_model(model_dir):
         d, source = check_sentences(sentences, data, dev_limit)
-    elif check and task is None and "dev_file" in read_record(model_dir).get("data", {}):
-        d = recorded_dev_data(read_record(model_dir)["task"], read_record(model_dir)["data"],
-                              model_labels(model_dir), dev_limit)  # the user's own dev file, as trained
     elif check:
-        task = task or read_record(model_dir).get("task") or "sst2"
-        d = load_task_data(task=task, data_dir=data, train_limit=1, dev_limit=dev_limit)
+        d = checking_data(model_dir, task, data, dev, text_column, text_pair_column, label_column, dev_limit)
     info = export_onnx(model_dir, out, quantize=int8, data=d, tolerance=tolerance, max_length=max_length,
                        min_cosine=min_cosine, sentences_source=source)
     folder = out or Path(model_dir)

@@ -20,10 +20,14 @@ RUN_TRAIN_LIMIT = 20000
 @command("eval")
 def eval_cmd(
     model_dir: str = typer.Argument(..., help="A task model folder."),
-    task: str = TaskOpt, data: Optional[Path] = DataOpt, train: Optional[Path] = TrainFileOpt,
+    task: Optional[str] = typer.Option(None, "--task", help="GLUE task to score on (default: what the model's "
+                                                            "distil.json records: its own dev file or GLUE task)."),
+    data: Optional[Path] = DataOpt, train: Optional[Path] = TrainFileOpt,
     dev: Optional[Path] = DevFileOpt, text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt,
-    label_column: str = LabelColOpt, regression: bool = RegressionOpt, dev_limit: Optional[int] = DevLimitOpt,
-    max_length: int = 128,
+    label_column: str = LabelColOpt,
+    regression: bool = typer.Option(False, "--regression", help="Not needed: the model's config says whether it is a "
+                                                                "regressor."),
+    dev_limit: Optional[int] = DevLimitOpt, max_length: int = 128,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="metrics.json path (default MODEL_DIR/metrics.json)."),
     embedding: bool = typer.Option(False, "--embedding", help="Score a sentence-embedding model without fine-tuning: "
                                                               "STS-B dev Spearman and retrieval recall@1/@10, MRR@10."),
@@ -38,9 +42,9 @@ def eval_cmd(
 ):
     """Score a model folder on a task's dev split(s) (or, --embedding, on STS-B and retrieval); writes metrics.json."""
     from ..artifacts import write_json
-    from ..data.task import load_task_data
+    from ..data.errors import DataError
     from ..models.folders import check_model_dir
-    from ..stages.evaluate import embedding_evaluation, evaluate_folder
+    from ..stages.evaluate import checking_data, embedding_evaluation, evaluate_folder
 
     if embedding:
         result = embedding_evaluation(model_dir, teacher_path(teacher) if teacher else None, compare or [], retrieval,
@@ -50,9 +54,9 @@ def eval_cmd(
         console.print(f"→ {path}")
         return
     check_model_dir(Path(model_dir))
-    d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
-                       text_pair_column=text_pair_column, label_column=label_column, regression=regression,
-                       train_limit=1, dev_limit=dev_limit)
+    if train is not None and dev is None:
+        raise DataError("--train needs --dev: eval scores on the dev file (with the model's own label names)")
+    d = checking_data(model_dir, task, data, dev, text_column, text_pair_column, label_column, dev_limit)
     metrics = evaluate_folder(model_dir, d, max_length)
     path = out or Path(model_dir) / "metrics.json"
     write_json(path, {"model": model_dir, "task": d.name, "data": d.source, "metrics": metrics})
@@ -188,8 +192,11 @@ def sweep(
     out: Path = typer.Option(..., "--out", "-o"),
     depths: str = typer.Option("1,2,3,4", help="Student depths (layers picked by the alternate rule)."),
     precisions: str = typer.Option("fp32,int8", help="fp32 (torch) and/or int8 (ONNX Runtime, checked on dev)."),
-    task: str = TaskOpt, data: Optional[Path] = DataOpt, train_limit: Optional[int] = TrainLimitOpt,
-    dev_limit: Optional[int] = DevLimitOpt,
+    task: Optional[str] = typer.Option(None, "--task", help="GLUE task (default: the data the teacher was fine-tuned "
+                                                            "on, as its distil.json records, else sst2)."),
+    data: Optional[Path] = DataOpt, train: Optional[Path] = TrainFileOpt, dev: Optional[Path] = DevFileOpt,
+    text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt, label_column: str = LabelColOpt,
+    train_limit: Optional[int] = TrainLimitOpt, dev_limit: Optional[int] = DevLimitOpt,
     epochs: float = 1.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     alpha: float = 0.5, temperature: float = 2.0,
     seq: int = typer.Option(128, help="Sequence length of the latency timing."),
@@ -208,7 +215,9 @@ def sweep(
     teacher_dir, depth_list = teacher_path(teacher), int_list(depths, "--depths")
     precision_list = tuple(p.strip() for p in precisions.split(",") if p.strip())
     check_sweep(teacher_dir, depth_list, precision_list)
-    d = load_task_data(task=task, data_dir=data, train_limit=train_limit, dev_limit=dev_limit)
+    d = training_data(teacher_path(teacher), task=task, data_dir=data, train_file=train, dev_file=dev,
+                      text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+                      train_limit=train_limit, dev_limit=dev_limit)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16)
     result = run_sweep(teacher_dir, d, depth_list, out, cfg, dcfg, out / "cache", precisions=precision_list, seq=seq,
                        repeats=repeats, tolerance=tolerance)

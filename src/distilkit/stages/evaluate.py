@@ -9,11 +9,14 @@ import numpy as np
 
 from ..data.glue import default_glue_dir
 from ..data.retrieval import RetrievalSet, glue_retrieval, jsonl_retrieval, sts_pairs
-from ..data.task import TaskData
+from ..data.glue import GLUE_TASKS
+from ..data.task import TaskData, load_task_data, recorded_dev_data
 from ..deploy.backends import load_backend, predict_all
 from ..errors import UserError
 from ..metrics import evaluate_task_predictions, predictions, retrieval_metrics, sts_spearman, task_score
-from ..models.folders import ModelError, load_tokenizer
+from ..artifacts import read_record
+from ..data.errors import DataError
+from ..models.folders import ModelError, load_tokenizer, model_labels
 from ..models.loading import load_classifier
 from ..train.common import encode, predict_logits
 
@@ -105,3 +108,26 @@ def embedding_evaluation(model_dir: str, teacher: str | None = None, compare: li
             for r in (x.strip() for x in retrieval.split(",")) if r and r != "none"]
     result = compare_embedding_models(models, sts_pairs(glue_dir) if sts else None, sets, backend)
     return {"models_dirs": models, "data": str(glue_dir or "hub"), **result}
+
+
+def checking_data(model_dir: str | Path, task: str | None = None, data_dir: str | Path | None = None,
+                  dev_file: str | Path | None = None, text_column: str = "text", text_pair_column: str | None = None,
+                  label_column: str = "label", dev_limit: int | None = None) -> TaskData:
+    """The dev data a trained model is checked on: `dev_file` (read with the given columns) when given; else
+    `task`, a GLUE task; else what its distil.json records: the user's own dev file it was trained with, or its
+    GLUE task; else SST-2. A file's labels are read with the model's own label names, so ids match its outputs."""
+    record, labels = read_record(model_dir), model_labels(model_dir)
+    recorded = record.get("data", {})
+    if dev_file is not None:
+        source = {"dev_file": str(dev_file), "text_column": text_column,
+                  **({"text_pair_column": text_pair_column} if text_pair_column else {}),
+                  "label_column": label_column, **({"regression": True} if labels is None else {})}
+        return recorded_dev_data(record.get("task") or Path(dev_file).stem, source, labels, dev_limit)
+    if task is None and "dev_file" in recorded:
+        return recorded_dev_data(record["task"], recorded, labels, dev_limit)
+    task = task or record.get("task") or "sst2"
+    if task not in GLUE_TASKS and "train_file" in recorded:
+        raise DataError(f"{model_dir} was trained on your own files ({recorded['train_file']}), and its distil.json "
+                        "does not record the columns of its dev file: give --dev FILE with --text-column and "
+                        "--label-column, or --task (a GLUE task)")
+    return load_task_data(task=task, data_dir=data_dir, train_limit=1, dev_limit=dev_limit)

@@ -14,9 +14,9 @@ from pathlib import Path
 import datasets
 from rich.console import Console
 
-from ..artifacts import atomic_output_dir, fingerprint
+from ..artifacts import atomic_output_dir, fingerprint, read_record
 from ..data.augment import augment, embedding_neighbours, mine_pairs, texts_of, words_of
-from ..data.task import TaskData
+from ..data.task import TaskData, load_task_data
 from ..errors import ConfigError
 from ..models.families import depth
 from ..models.folders import ModelError, has_classifier_head, load_config, load_tokenizer
@@ -28,6 +28,27 @@ from .evaluate import evaluate_model
 from .reuse import reuse_or_run
 
 console = Console(stderr=True)
+
+
+def training_data(teacher: str, task: str | None = None, data_dir: str | Path | None = None,
+                  train_file: str | Path | None = None, dev_file: str | Path | None = None, text_column: str = "text",
+                  text_pair_column: str | None = None, label_column: str = "label", train_limit: int | None = None,
+                  dev_limit: int | None = None) -> TaskData:
+    """The data to distil a fine-tuned teacher's task on: the files or GLUE task given, else the data its
+    distil.json records (the user's own train and dev files with their columns, or its GLUE task), else SST-2."""
+    recorded = read_record(teacher).get("data", {})
+    if train_file is None and task is None and "train_file" in recorded and "text_column" in recorded:
+        train_file, dev_file = recorded["train_file"], recorded["dev_file"]
+        text_column, label_column = recorded["text_column"], recorded["label_column"]
+        text_pair_column = recorded.get("text_pair_column")
+        task = read_record(teacher).get("task")
+        regression = bool(recorded.get("regression"))
+    else:
+        task = task or (recorded.get("glue_task") if train_file is None else None) or "sst2"
+        regression = False
+    return load_task_data(task=task, data_dir=data_dir, train_file=train_file, dev_file=dev_file,
+                          text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+                          regression=regression, train_limit=train_limit, dev_limit=dev_limit)
 
 
 def _label_maps(data: TaskData) -> dict | None:
