@@ -50,7 +50,8 @@ runner = CliRunner()
 for key, args in (("predict_int8", [classifier, *texts, "--backend", "onnx-int8"]),
                   ("predict_auto", [classifier, *texts]),
                   ("predict_embed", [embedder, *texts, "--backend", "onnx-int8"]),
-                  ("predict_embed_auto", [embedder, *texts])):
+                  ("predict_embed_auto", [embedder, *texts]),
+                  ("predict_torch", [classifier, *texts, "--backend", "torch"])):
     r = runner.invoke(app, ["predict", *args])
     out[key] = {{"exit_code": r.exit_code, "stdout": r.stdout, "output": r.output, "exception": repr(r.exception)}}
 for key, folder, path in (("classify", classifier, "/v1/classify"), ("embed", embedder, "/v1/embed")):
@@ -73,6 +74,7 @@ def torchless(tiny_student, tiny_embedding_onnx) -> dict:
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     assert proc.returncode == 0 and lines, f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     out = json.loads(lines[-1][len(MARKER):])
+    out["stderr"] = proc.stderr
     assert Path(out["distilkit"]).resolve().is_relative_to(src), "the subprocess imported another distilkit"
     return out
 
@@ -98,6 +100,14 @@ def jsonl(run: dict) -> list[dict]:
 def test_torch_and_the_training_libraries_cannot_be_imported_and_stay_unimported(torchless):
     assert torchless["torch_importable"] is False
     assert torchless["blocked_still_none"] == {name: True for name in BLOCKED}
+    said = torchless["stderr"] + "".join(run["output"] for key, run in torchless.items() if key.startswith("predict"))
+    assert "PyTorch was not found" not in said  # the CLI silences transformers' advice when torch is not installed
+
+
+def test_the_torch_backend_without_torch_is_a_clear_error(torchless):
+    run = torchless["predict_torch"]
+    assert run["exit_code"] == 2 and "torch backend needs torch" in run["output"], run
+    assert "distilkit[train]" in run["output"] and "Traceback" not in run["output"]
 
 
 @pytest.mark.parametrize("key", ["predict_int8", "predict_auto"])
