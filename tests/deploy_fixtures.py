@@ -1,4 +1,5 @@
-"""Fixtures for the deploy tests: tiny random classifiers (a DistilBERT student, a BERT pair model).
+"""Fixtures for the deploy tests: tiny random classifiers (a DistilBERT student, a BERT pair model) and a tiny
+random sentence-embedding model exported to ONNX.
 
 Weights are drawn with a large init range and the logits centred, so that predictions differ from text
 to text (a default tiny random model gives every text the same label, and label checks would prove nothing).
@@ -42,6 +43,21 @@ def make_classifier(folder: Path, kind: str = "distilbert", task: str = "sst2", 
     return folder
 
 
+def make_embedding_teacher(folder: Path, mode: str = "mean", normalize: bool = True, seed: int = 0) -> Path:
+    """A random tiny BERT saved as a sentence-transformers folder (large init range: texts differ)."""
+    import torch
+    from transformers import BertModel
+
+    from distilkit.models.pooling import Pooling, write_sentence_transformers_files
+
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer(folder)
+    BertModel(tiny_bert_config(initializer_range=0.3), add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_sentence_transformers_files(folder, Pooling(mode, normalize), 32, 64)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_student(tmp_path_factory) -> Path:
     """A DistilBERT SST-2 classifier folder, exported to ONNX fp32 and int8 (unchecked)."""
@@ -61,3 +77,15 @@ def tiny_pair_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def dev_texts() -> list[str]:
     return [s for s, _ in sentences(40, seed=7)]
+
+
+@pytest.fixture(scope="session")
+def tiny_embedding_onnx(tmp_path_factory) -> Path:
+    """A tiny sentence-embedding model (mean pooling, normalised) exported to an ONNX-only folder: fp32 and int8,
+    config, tokenizer and pooling files, no safetensors weights (unchecked)."""
+    from distilkit.deploy.export import export_onnx
+
+    root = tmp_path_factory.mktemp("embed_deploy")
+    out = root / "onnx"
+    export_onnx(make_embedding_teacher(root / "model"), out)
+    return out

@@ -20,21 +20,9 @@ from distilkit.losses import embedding_cosine, embedding_mse, similarity_mse
 from distilkit.metrics import retrieval_metrics, sts_spearman
 
 from .conftest import make_tokenizer, sentences, tiny_bert_config
-from .deploy_fixtures import tiny_student  # noqa: F401
+from .deploy_fixtures import make_embedding_teacher, tiny_student  # noqa: F401
 
 runner = CliRunner()
-
-
-def make_embedding_teacher(folder, mode: str = "mean", normalize: bool = True, seed: int = 0):
-    """A random tiny BERT saved as a sentence-transformers folder (large init range: texts differ)."""
-    from transformers import BertModel
-
-    torch.manual_seed(seed)
-    tokenizer = make_tokenizer(folder)
-    BertModel(tiny_bert_config(initializer_range=0.3), add_pooling_layer=False).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    write_sentence_transformers_files(folder, Pooling(mode, normalize), 32, 64)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ errors, and the tables commands print. Commands import their stage or deploy mod
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,8 @@ from rich.table import Table
 from ..errors import ConfigError, UserError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if importlib.util.find_spec("torch") is None:  # serving-only install: transformers' "PyTorch was not found" advice
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")  # is expected, not news (a find_spec, no import)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="`distil <stage>`: one command per pipeline stage, and `distil run` for the whole pipeline.")

@@ -78,7 +78,12 @@ class TorchBackend(Backend):
 
     def __init__(self, model_dir, max_length=None, bf16: bool = False):
         super().__init__(model_dir, max_length)
-        import torch
+        try:
+            import torch
+        except ImportError:  # a serving-only install (distilkit[serve]) runs exported ONNX models only
+            raise BackendError(f"the {'torch-bf16' if bf16 else 'torch'} backend needs torch, which is not installed: "
+                               "`pip install 'distilkit[train]'`, or `distil export` the model and use --backend "
+                               "onnx or onnx-int8") from None
 
         from ..models.loading import load_classifier, load_encoder, model_inputs
 
