@@ -58,6 +58,7 @@ def test_card_parses_back_with_metadata_and_exact_results(student):
     for key, value in {**info["config"], **info["distillation"]}.items():
         assert f"{key}: {value}" in text
     assert "α = 0.5, T = 2.0" in text and "uncased" in text and "32 tokens" in text
+    assert "- labels (output ids in order): negative, positive" in text
 
 
 def test_hub_teacher_becomes_base_model(student, tmp_path):

@@ -125,3 +125,23 @@ def test_export_of_a_model_trained_on_user_files_checks_on_its_dev_file(tiny_tea
     assert check["dev_examples"] == 40 and check["results"]["onnx"]["label_agreement"] == 1.0
     predicted = runner.invoke(app, ["predict", str(model), "a good film", "a dull plot"])
     assert {json.loads(line)["label"] for line in predicted.output.splitlines()} <= {"neg", "pos"}
+
+    scored = runner.invoke(app, ["eval", str(model)])  # eval too scores on the recorded dev file by default
+    assert scored.exit_code == 0, scored.output
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["task"] == "reviews" and metrics["metrics"] == pytest.approx(check["results"]["torch"])
+
+    # another dev file, with other columns and only some of the labels, given by --dev
+    lines = ["text\ttag"] + [f"{s}\t{'pos' if y else 'neg'}" for s, y in sentences(12, 5)]
+    (tmp_path / "other.tsv").write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["export", str(model), "--dev", str(tmp_path / "other.tsv"), "--label-column", "tag"])
+    assert result.exit_code == 0, result.output
+    check = json.loads((model / "export.json").read_text())["check"]
+    assert check["dev_examples"] == 12 and check["data"]["dev_file"] == str(tmp_path / "other.tsv")
+    bad = runner.invoke(app, ["eval", str(model), "--dev", str(tmp_path / "other.tsv"), "--label-column", "label"])
+    assert bad.exit_code == 2 and "'label'" in bad.output and "other.tsv" in bad.output
+
+    from distilkit.stages.task import training_data
+
+    again = training_data(str(model))  # what sweep distils on by default: the teacher's own files
+    assert again.name == "reviews" and len(again.train) == 96 and again.label_names == ["neg", "pos"]

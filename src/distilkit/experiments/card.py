@@ -196,6 +196,8 @@ def card_body(student_dir: Path, info: dict, teacher_metrics: dict | None) -> st
     params = info.get("parameters", {})
     t_params = teacher_parameters(teacher)
     regression = config.get("problem_type") == "regression" or config.get("num_labels") == 1
+    id2label = config.get("id2label") or {}
+    labels = [] if regression else [str(id2label[k]) for k in sorted(id2label, key=int)]
     cfg = info.get("config", {})
     max_length = cfg.get("max_length", config.get("max_position_embeddings"))
 
@@ -217,6 +219,7 @@ def card_body(student_dir: Path, info: dict, teacher_metrics: dict | None) -> st
         f"- task: {task}",
         f"- data: {_data_source(info.get('data', {}))}",
         f"- training examples: {info.get('train_examples', 'not recorded')}",
+        *([f"- labels (output ids in order): {', '.join(labels)}"] if labels else []),
         *([f"- unlabelled inputs, labelled by the teacher only: {info['unlabeled_examples']} (from "
            f"{info['data'].get('unlabeled')})"] if info.get("unlabeled_examples") else []), "",
         "## Recipe", "",
