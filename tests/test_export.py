@@ -145,3 +145,22 @@ def test_export_of_a_model_trained_on_user_files_checks_on_its_dev_file(tiny_tea
 
     again = training_data(str(model))  # what sweep distils on by default: the teacher's own files
     assert again.name == "reviews" and len(again.train) == 96 and again.label_names == ["neg", "pos"]
+
+
+def test_bench_times_each_backend_alone_in_blocks(tiny_student, tmp_path):  # noqa: F811
+    result = runner.invoke(app, ["bench", "--student", str(tiny_student), "--seq", "8,16", "--batch", "4",
+                                 "--repeats", "3", "--rounds", "2", "--peak-size", "64", "--backends", "torch,onnx-int8",
+                                 "--out", str(tmp_path / "bench")])
+    assert result.exit_code == 0, result.output
+    bench = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert bench["method"]["rounds"] == 2 and bench["method"]["repeats_per_block"] == 3
+    assert [(r["name"], r["backend"]) for r in bench["results"]] == [
+        (name, backend) for name in ("latency b1 s8", "latency b1 s16", "throughput b4 s16")
+        for backend in ("torch", "onnx-int8")]
+    for r in bench["results"]:
+        assert len(r["block_medians_ms"]) == 2
+        assert r["median_ms"] == pytest.approx(float(np.median(r["block_medians_ms"])))
+        assert r["spread_pct"] == pytest.approx(
+            (max(r["block_medians_ms"]) - min(r["block_medians_ms"])) / r["median_ms"] * 100)
+    assert {"cpu", "isa", "load_average_at_start", "load_average_at_end"} <= set(bench["hardware"])
+    assert "| spread |" in (tmp_path / "bench" / "bench.md").read_text()

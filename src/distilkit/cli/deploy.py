@@ -75,19 +75,22 @@ def bench(
     student: Optional[Path] = typer.Option(None, "--student", help="Student task model folder."),
     seq: str = typer.Option("32,128", "--seq", help="Sequence lengths of the batch-1 latency runs."),
     batch: int = typer.Option(32, "--batch", help="Batch of the throughput run (at the longest --seq)."),
-    repeats: int = typer.Option(20, "--repeats", help="Timed calls per model, backend and scenario."),
+    repeats: int = typer.Option(10, "--repeats", help="Timed calls per block (each backend runs alone in a block)."),
+    rounds: int = typer.Option(3, "--rounds", help="Blocks per model, backend and scenario, taking turns."),
     backends: Optional[str] = typer.Option(None, "--backends", help="Comma list (default: all available)."),
     peak_size: int = typer.Option(1024, "--peak-size", help="Size of the square matmuls timing the machine's peak."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for bench.json, bench.md, bench.png."),
 ):
-    """Size, latency and throughput of teacher and student on each backend, interleaved in one run."""
+    """Size, latency and throughput of teacher and student on each backend in one run, each backend timed alone."""
     from ..deploy.bench import run_bench, write_bench
 
     models = {name: d for name, d in (("teacher", teacher), ("student", student)) if d is not None}
     if not models:
         raise ConfigError("give --teacher and/or --student")
+    if min(repeats, rounds) < 1:
+        raise ConfigError(f"--repeats {repeats} --rounds {rounds}: expected at least 1 each")
     result = run_bench(models, int_list(seq, "--seq"), batch, repeats,
-                       backends=backends.split(",") if backends else None, peak_size=peak_size)
+                       backends=backends.split(",") if backends else None, peak_size=peak_size, rounds=rounds)
     paths = write_bench(result, out)
     table = Table(title=f"distil bench (forward only; speedup vs {result['reference']['model']} "
                         f"{result['reference']['backend']})")

@@ -200,7 +200,8 @@ def sweep(
     epochs: float = 1.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     alpha: float = 0.5, temperature: float = 2.0,
     seq: int = typer.Option(128, help="Sequence length of the latency timing."),
-    repeats: int = 20, tolerance: float = typer.Option(1.0, help="Largest int8 dev-score drop (points) accepted."),
+    repeats: int = typer.Option(10, help="Timed calls per block of the latency timing (3 blocks per model)."),
+    tolerance: float = typer.Option(1.0, help="Largest int8 dev-score drop (points) accepted."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
 ):
     """Students of several depths, fp32 and int8: score against latency and size, Pareto frontier and plot.

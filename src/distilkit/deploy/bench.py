@@ -126,9 +126,25 @@ def scenarios(seqs: list[int], batch: int) -> list[dict]:
         {"name": f"throughput b{batch} s{max(seqs)}", "batch": batch, "seq": max(seqs), "kind": "throughput"}]
 
 
-def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch: int = 32, repeats: int = 20,
-              warmup: int = 3, backends: list[str] | None = None, peak_size: int = 1024) -> dict:
-    """Time every (model, backend) on every scenario, interleaved; returns bench.json's content."""
+def time_blocks(call, repeats: int, warmup: int) -> list[float]:
+    """One block of `call` per round: `warmup` untimed calls, then `repeats` timed ones (seconds)."""
+    block = []
+    for _ in range(warmup):
+        call()
+    for _ in range(repeats):
+        block.append(_seconds(call))
+    return block
+
+
+def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch: int = 32, repeats: int = 10,
+              warmup: int = 3, backends: list[str] | None = None, peak_size: int = 1024, rounds: int = 3,
+              idle_s: float = 0.2) -> dict:
+    """Time every (model, backend) on every scenario; returns bench.json's content.
+
+    Each (model, backend) is timed in blocks: `warmup` untimed calls, then `repeats` timed calls, alone. Blocks
+    take turns (`rounds` blocks each, the start rotating each round) so drift of the machine hits all alike, and
+    between blocks the process sleeps `idle_s` so the previous runtime's spinning worker threads go idle: timed
+    call by call in turn, one runtime's spinning threads slowed the next (3x on batch-1 figures)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other work on the cores, before ours
     wanted = backends or ["torch", "torch-bf16", "onnx", "onnx-int8"]
     if backends is None and not bf16_supported():
@@ -138,35 +154,39 @@ def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch:
     for m, b in combos:
         if max(seqs) > loaded[m][b].config.max_position_embeddings:
             raise UserError(f"--seq {max(seqs)} is longer than {m}'s position table "
-                             f"({loaded[m][b].config.max_position_embeddings} tokens)")
+                            f"({loaded[m][b].config.max_position_embeddings} tokens)")
     reference = next(((m, "torch") for m in ("teacher", *models) if "torch" in loaded.get(m, {})), combos[0])
     peaks = matmul_peaks(peak_size)
     rows = []
     for sc in scenarios(list(seqs), batch):
         inputs = {m: synthetic_inputs(next(iter(bs.values())).tokenizer, next(iter(bs.values())).config,
                                       sc["batch"], sc["seq"]) for m, bs in loaded.items()}
-        for m, b in combos:
-            for _ in range(warmup):
-                loaded[m][b].forward(inputs[m])
-        times = {c: [] for c in combos}
-        for r in range(repeats):
+        blocks = {c: [] for c in combos}
+        for r in range(rounds):
             for m, b in combos[r % len(combos):] + combos[: r % len(combos)]:
-                times[(m, b)].append(_seconds(lambda: loaded[m][b].forward(inputs[m])))
-        ref_median = float(np.median(times[reference]))
+                time.sleep(idle_s)
+                blocks[(m, b)].append(time_blocks(lambda: loaded[m][b].forward(inputs[m]), repeats, warmup))
+        ref_median = float(np.median([np.median(block) for block in blocks[reference]]))
         for m, b in combos:
-            t = np.array(times[(m, b)])
-            median = float(np.median(t))
+            medians = np.array([np.median(block) for block in blocks[(m, b)]])
+            t = np.concatenate(blocks[(m, b)])
+            median = float(np.median(medians))
             flops = forward_flops(loaded[m][b].config, sc["batch"], sc["seq"], head=not loaded[m][b].embedding)
             peak = peaks["best_gflops"][PRECISION[b]]
             rows.append({**sc, "model": m, "backend": b, "precision": PRECISION[b], "median_ms": median * 1e3,
+                         "block_medians_ms": [float(x) * 1e3 for x in medians],
+                         "spread_pct": float((medians.max() - medians.min()) / median * 100),
                          "p90_ms": float(np.percentile(t, 90)) * 1e3, "mean_ms": float(t.mean()) * 1e3,
                          "sequences_per_s": sc["batch"] / median, "speedup": ref_median / median,
                          "gflop_per_forward": flops / 1e9, "gflops": flops / median / 1e9,
                          "floor_ms": flops / peak / 1e6, "percent_of_peak": 100 * flops / median / 1e9 / peak})
+    end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
-        "hardware": {**hardware(), "load_average_at_start": load},
+        "hardware": {**hardware(), "load_average_at_start": load, "load_average_at_end": end_load},
         "timed": "model forward only (token ids in, logits out); tokenisation excluded",
         "inputs": "synthetic token ids of exactly `seq` tokens ([CLS] random ids [SEP], seed 0), no padding",
+        "method": {"rounds": rounds, "repeats_per_block": repeats, "warmup_per_block": warmup, "idle_s": idle_s,
+                   "median": "median of the block medians", "spread": "(max - min) of the block medians / median"},
         "repeats": repeats, "warmup": warmup, "reference": {"model": reference[0], "backend": reference[1]},
         "models": {m: model_facts(Path(models[m]), loaded[m]) for m in loaded},
         "matmul_peak": peaks, "results": rows,
@@ -204,6 +224,7 @@ def plot(bench: dict, path: Path) -> Path:
 def markdown(bench: dict) -> str:
     hw, ref, peak = bench["hardware"], bench["reference"], bench["matmul_peak"]
     busy = hw.get("load_average_at_start") or 0
+    method = bench.get("method", {})
     lines = [
         "# distil bench", "",
         *([f"**Warning: the machine was busy (1-minute load average {busy:.1f} on {hw['cores']} cores when the "
@@ -211,19 +232,22 @@ def markdown(bench: dict) -> str:
           if busy > 1.0 else []),
         f"{hw['cpu']}, {hw['cores']} cores ({', '.join(hw['isa'])}); torch {hw['torch']} with {hw['torch_threads']} "
         f"threads, onnxruntime {hw['onnxruntime']} with {hw['ort_threads']} intra-op threads.",
-        f"Timed: {bench['timed']}. Inputs: {bench['inputs']}. {bench['repeats']} repeats after {bench['warmup']} "
-        "warm-up calls, backends interleaved round-robin. Speedup: against "
-        f"{ref['model']} {LABELS[ref['backend']]} in the same scenario.", "",
+        f"Timed: {bench['timed']}. Inputs: {bench['inputs']}. Each backend runs alone in blocks of "
+        f"{method.get('repeats_per_block', bench['repeats'])} timed calls after {bench['warmup']} warm-up calls, "
+        f"{method.get('rounds', 1)} blocks each, the blocks taking turns with a {method.get('idle_s', 0)} s pause "
+        "before each so no other runtime's threads are spinning; median: of the block medians; spread: max - min of "
+        f"the block medians. Speedup: against {ref['model']} {LABELS[ref['backend']]} in the same scenario.", "",
         "| model | layers | parameters | non-embedding | files (MB) |", "|---|---:|---:|---:|---|",
     ]
     for m, f in bench["models"].items():
         files = ", ".join(f"{k} {v / 1e6:.1f}" for k, v in f["files"].items())
         lines.append(f"| {m} | {f['layers']} | {f['parameters']['total'] / 1e6:.1f}M | "
                      f"{f['parameters']['non_embedding'] / 1e6:.1f}M | {files} |")
-    lines += ["", "| scenario | model | backend | median ms | p90 ms | seq/s | speedup | GFLOP/s | floor ms | % of peak |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| scenario | model | backend | median ms | spread | p90 ms | seq/s | speedup | GFLOP/s | floor ms "
+              "| % of peak |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in bench["results"]:
-        lines.append(f"| {r['name']} | {r['model']} | {LABELS[r['backend']]} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | "
+        lines.append(f"| {r['name']} | {r['model']} | {LABELS[r['backend']]} | {r['median_ms']:.2f} | "
+                     f"{r.get('spread_pct', 0):.0f}% | {r['p90_ms']:.2f} | "
                      f"{r['sequences_per_s']:.1f} | {r['speedup']:.2f}x | {r['gflops']:.0f} | {r['floor_ms']:.2f} | "
                      f"{r['percent_of_peak']:.0f}% |")
     gflops = ", ".join(f"{k} {v:.0f}" for k, v in peak["gflops"].items() if v)

@@ -115,7 +115,7 @@ def check_sweep(teacher_dir: str | Path, depths: list[int], precisions, prefix: 
 
 def run_sweep(teacher_dir: str | Path, data: TaskData, depths: list[int], out: Path, cfg: TrainConfig,
               dcfg: DistillConfig, cache_dir: Path, precisions=("fp32", "int8"), seq: int = 128,
-              repeats: int = 20, tolerance: float = 1.0, peak_size: int = 1024) -> dict:
+              repeats: int = 10, tolerance: float = 1.0, peak_size: int = 1024) -> dict:
     """Distil (or reuse) a student per depth, export int8, time everything at once; returns sweep.json."""
     teacher_dir, out = Path(teacher_dir), Path(out)
     layer_maps = {"teacher": list(range(depth(load_config(str(teacher_dir))))),
@@ -171,8 +171,8 @@ def run_sweep(teacher_dir: str | Path, data: TaskData, depths: list[int], out: P
         "frontier": {cost: [_label(p) for p in pareto_front(points, key)]
                      for cost, key in (("latency", "latency_ms"), ("size", "size_mb"))},
         "hardware": bench["hardware"],
-        "timed": f"batch-1 latency at {seq} tokens, median of {repeats} repeats, all models interleaved "
-                 "(see bench.json)",
+        "timed": f"batch-1 latency at {seq} tokens, median of {bench['method']['rounds']} blocks of {repeats} calls, "
+                 "each model and precision alone in its blocks (see bench.json)",
         "config": {"depths": list(depths), "precisions": list(precisions), "seq": seq, "repeats": repeats,
                    "tolerance_points": tolerance, "data": data.source, "train": cfg.to_dict(),
                    "distillation": dcfg.to_dict()},
