@@ -39,7 +39,7 @@ def eval_cmd(
     """Score a model folder on a task's dev split(s) (or, --embedding, on STS-B and retrieval); writes metrics.json."""
     from ..artifacts import write_json
     from ..data.task import load_task_data
-    from ..models.folders import check_model_dir
+    from ..models.folders import check_model_dir, supported_config
     from ..stages.evaluate import embedding_evaluation, evaluate_folder
 
     if embedding:
@@ -50,6 +50,7 @@ def eval_cmd(
         console.print(f"→ {path}")
         return
     check_model_dir(Path(model_dir))
+    supported_config(model_dir)
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
                        train_limit=1, dev_limit=dev_limit)
