@@ -259,6 +259,22 @@ def test_modernbert_student_must_start_with_layer_0(tmp_path):
         build_student(load_encoder(str(teacher)), [0, 0])
 
 
+@pytest.mark.parametrize("family", ["roberta", "electra", "distilbert"])
+def test_headless_pretraining_runs_where_the_attention_can_be_recomputed(family, tmp_path):
+    teacher = make_family_teacher(family, tmp_path / "t", init_range=0.2)
+    (tmp_path / "corpus.txt").write_text("\n".join(s for s, _ in sentences(120, seed=5)) + "\n")
+    out = tmp_path / "pretrain"
+    result = runner.invoke(app, ["pretrain", "--teacher", str(teacher), "--corpus", str(tmp_path / "corpus.txt"),
+                                 "--out", str(out), "--recipe", "headless", "--max-len", "12", "--batch-size", "8",
+                                 "--max-steps", "2", "--save-steps", "2", "--no-bf16"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "pretrain.json").read_text())
+    assert info["recipe"] == "headless" and info["steps"] == 2 and info["attention_kl_after"] >= 0
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(out).model_type == family and depth(AutoConfig.from_pretrained(out)) == 2
+
+
 @pytest.mark.parametrize("family", ["mpnet", "deberta-v2", "modernbert"])
 def test_attention_losses_refuse_families_whose_attention_cannot_be_recomputed(family, tmp_path, tiny_glue):
     teacher = make_family_teacher(family, tmp_path / "t")

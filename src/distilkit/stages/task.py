@@ -128,11 +128,10 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
                 student: str | None = None, layers: str | None = None, num_layers: int | None = None,
                 overwrite: bool = False, resume: bool = False) -> dict:
     """`distil task`: train a student on the fine-tuned teacher's cached outputs plus the gold labels."""
-    t_config = supported_config(teacher)
-    if student is not None:
-        supported_config(student)
-    if dcfg.attention_weight > 0:
-        check_attention(t_config, "--attention-weight")
+    configs = [supported_config(teacher)] + ([supported_config(student)] if student is not None else [])
+    if dcfg.attention_weight > 0:  # refused by family before any work, not in the middle of training
+        for config in configs:
+            check_attention(config, "--attention-weight")
     if not has_classifier_head(teacher, data.num_labels):
         raise ModelError(f"{teacher} has no {data.num_labels}-output task head: fine-tune it first (distil finetune)")
     if dcfg.mined_pairs and not data.is_pair:
