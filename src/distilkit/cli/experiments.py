@@ -43,7 +43,7 @@ def eval_cmd(
     """Score a model folder on a task's dev split(s) (or, --embedding, on STS-B and retrieval); writes metrics.json."""
     from ..artifacts import write_json
     from ..data.errors import DataError
-    from ..models.folders import check_model_dir
+    from ..models.folders import check_model_dir, supported_config
     from ..stages.evaluate import checking_data, embedding_evaluation, evaluate_folder
 
     if embedding:
@@ -54,6 +54,7 @@ def eval_cmd(
         console.print(f"→ {path}")
         return
     check_model_dir(Path(model_dir))
+    supported_config(model_dir)
     if train is not None and dev is None:
         raise DataError("--train needs --dev: eval scores on the dev file (with the model's own label names)")
     d = checking_data(model_dir, task, data, dev, text_column, text_pair_column, label_column, dev_limit)

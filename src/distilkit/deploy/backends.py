@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..hardware import num_cores
-from ..models.folders import check_model_dir, load_config, load_tokenizer, model_max_length
+from ..models.folders import check_model_dir, load_tokenizer, model_max_length, supported_config
 from ..models.pooling import Pooling, is_embedding_model, pool, pool_numpy, read_pooling
 
 ONNX_FP32 = "model.onnx"
@@ -44,7 +44,7 @@ class Backend:
 
     def __init__(self, model_dir: str | Path, max_length: int | None = None):
         self.model_dir = Path(model_dir)
-        self.config = load_config(str(model_dir))
+        self.config = supported_config(model_dir)  # an unsupported family is refused by name first
         self.tokenizer = load_tokenizer(str(model_dir))
         self.max_length = max_length or model_max_length(model_dir, self.config)
         self.regression = self.config.problem_type == "regression" or self.config.num_labels == 1

@@ -1,7 +1,9 @@
 """ONNX export of a sequence classifier or sentence-embedding folder, graph optimisation, int8, checked.
 
     torch (eager attention) --torch.onnx.export--> raw ONNX (dynamic batch and sequence axes)
-      --onnxruntime.transformers optimizer--> model.onnx (fused Attention, SkipLayerNorm, Gelu)
+      --onnxruntime.transformers optimizer--> model.onnx (fused Attention, SkipLayerNorm, Gelu), with the
+        model type the family table names; a family ORT has no fusions for (DeBERTa, ModernBERT) gets ORT's
+        generic graph optimisations only, and export.json says it was not fused
       --quantize_dynamic, per channel--> model.int8.onnx (int8 weights, activations quantised at run time)
 
 Both files are written to temporary names, checked on a task's dev set against the torch model
@@ -29,7 +31,8 @@ from ..artifacts import write_json
 from ..errors import UserError
 from ..hardware import versions
 from ..metrics import evaluate_task_predictions, predictions, task_score
-from ..models.folders import ModelError, check_model_dir, is_pair_model, load_tokenizer
+from ..models.families import family_of
+from ..models.folders import ModelError, check_model_dir, is_pair_model, load_tokenizer, supported_config
 from ..models.loading import model_inputs
 from ..models.pooling import is_embedding_model
 from .backends import ONNX_FP32, ONNX_INT8, OrtBackend, TorchBackend, predict_all
@@ -78,14 +81,33 @@ def torch_to_onnx(model, tokenizer, path: Path, opset: int = OPSET, embedding: b
     return names
 
 
-def optimize(raw: Path, config, path: Path) -> dict[str, int]:
-    """ORT's transformer optimizer (model type "bert"); returns the fused operators it made."""
+def optimize(raw: Path, config, path: Path) -> dict:
+    """ORT's transformer optimizer with the model type of the config's family; a family without one gets
+    ORT's generic (basic, hardware-independent) graph optimisations. Returns what export.json records:
+    the model type, whether anything was fused, and the fused operators."""
+    model_type = family_of(config).ort_model_type
+    if model_type is None:
+        generic_optimize(raw, path)
+        return {"ort_model_type": None, "fused": False, "fused_operators": {},
+                "note": f"ONNX Runtime has no transformer fusions for {config.model_type}: generic graph "
+                        "optimisations only"}
     from onnxruntime.transformers.optimizer import optimize_model
 
-    opt = optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
+    opt = optimize_model(str(raw), model_type=model_type, num_heads=config.num_attention_heads,
                          hidden_size=config.hidden_size)
     opt.save_model_to_file(str(path))
-    return {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+    fused = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+    return {"ort_model_type": model_type, "fused": bool(fused), "fused_operators": fused}
+
+
+def generic_optimize(raw: Path, path: Path) -> None:
+    """ORT's basic graph optimisations (constant folding, redundant nodes), saved to `path`."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(path)
+    ort.InferenceSession(str(raw), options, providers=["CPUExecutionProvider"])
 
 
 def quantize_int8(fp32: Path, path: Path) -> None:
@@ -159,6 +181,8 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
     """
     start = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out or model_dir)
+    check_model_dir(model_dir)
+    supported_config(model_dir)  # an unsupported family is refused by name before the model is loaded
     embedding = is_embedding_model(model_dir)
     if embedding and data is not None and not isinstance(data, (list, tuple)):
         raise ModelError(f"{model_dir} is an embedding model: check it on a list of sentences, not a task")
@@ -184,7 +208,9 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         tmp = Path(tmp).resolve()
         info["inputs"] = torch_to_onnx(model, tokenizer, tmp / "raw.onnx", opset, embedding)
-        info["fused_operators"] = optimize(tmp / "raw.onnx", model.config, tmp / ONNX_FP32)
+        optimizer = optimize(tmp / "raw.onnx", model.config, tmp / ONNX_FP32)
+        info["fused_operators"] = optimizer.pop("fused_operators")
+        info["optimizer"] = optimizer
         del model
         files = {"onnx": tmp / ONNX_FP32}
         if quantize:

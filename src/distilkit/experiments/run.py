@@ -10,6 +10,7 @@ from rich.console import Console
 from ..artifacts import atomic_output_dir, read_record, write_json
 from ..data.task import TaskData
 from ..hardware import versions
+from ..models.folders import supported_config
 from ..stages.task import task_stages
 from ..train.common import TrainConfig
 from ..train.task import DistillConfig
@@ -28,6 +29,7 @@ def run_pipeline(teacher: str, data: TaskData, out: Path, teacher_cfg: TrainConf
     With `resume`, the finished stages of an interrupted run are reused when their configuration matches
     (a changed one is refused, naming the field) and the stage in progress resumes from its last checkpoint."""
     start = time.perf_counter()
+    supported_config(teacher)  # an unsupported family is refused by name before any work
     out = Path(out)
     with atomic_output_dir(out, overwrite, resume) as tmp:
         infos = task_stages(teacher, data, teacher_cfg, student_cfg, dcfg, tmp, tmp / "cache", layers, num_layers,

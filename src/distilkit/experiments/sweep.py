@@ -24,8 +24,8 @@ from ..deploy.bench import run_bench
 from ..deploy.export import ExportCheckError, export_onnx
 from ..errors import ConfigError
 from ..models.families import depth
-from ..models.folders import load_config
-from ..models.student import StudentError, choose_layers
+from ..models.folders import supported_config
+from ..models.student import StudentError, choose_layer_map
 from ..stages.evaluate import evaluate_folder
 from ..stages.reuse import reuse_or_run
 from ..stages.task import distil_task
@@ -103,11 +103,11 @@ def check_sweep(teacher_dir: str | Path, depths: list[int], precisions, prefix: 
         raise ConfigError(f"--{prefix}precisions {','.join(precisions)!r}: expected {' and/or '.join(BACKEND)}")
     if not depths:
         raise ConfigError(f"--{prefix}depths: expected at least one student depth, like 1,2,3")
-    n_teacher = depth(load_config(str(teacher_dir)))
+    config = supported_config(teacher_dir)
     maps = {}
     for d in depths:
         try:
-            maps[f"depth-{d}"] = choose_layers(n_teacher, None, d)
+            maps[f"depth-{d}"] = choose_layer_map(config, None, d)
         except StudentError as err:
             raise ConfigError(f"--{prefix}depths {d}: {err}") from None
     return maps
@@ -118,7 +118,7 @@ def run_sweep(teacher_dir: str | Path, data: TaskData, depths: list[int], out: P
               repeats: int = 10, tolerance: float = 1.0, peak_size: int = 1024) -> dict:
     """Distil (or reuse) a student per depth, export int8, time everything at once; returns sweep.json."""
     teacher_dir, out = Path(teacher_dir), Path(out)
-    layer_maps = {"teacher": list(range(depth(load_config(str(teacher_dir))))),
+    layer_maps = {"teacher": list(range(depth(supported_config(teacher_dir)))),
                   **check_sweep(teacher_dir, depths, precisions)}
     records, exports = {}, {}
     for d in depths:

@@ -9,6 +9,7 @@ from ..artifacts import read_json, read_record
 from ..data.errors import DataError
 from ..data.glue import get_task
 from ..errors import UserError
+from .families import family_of
 
 PACKAGED_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_MAX_LENGTH = 128
@@ -31,13 +32,14 @@ def resolve_model(name_or_path: str | Path | None) -> str:
     """Turn a teacher argument into something `from_pretrained` accepts.
 
     None or the hub id of all-MiniLM-L6-v2 → the packaged copy (no network needed); an existing
-    folder → that folder, checked for safetensors weights; anything else → a hub id.
+    folder → that folder, checked for safetensors weights and a supported family; anything else → a hub id.
     """
     if name_or_path is None or str(name_or_path) in (PACKAGED_TEACHER, "all-MiniLM-L6-v2", "minilm"):
         return str(packaged_teacher_dir())
     path = Path(name_or_path)
     if path.exists():
         check_model_dir(path)
+        supported_config(path)
         return str(path)
     if str(name_or_path).startswith((".", "/")) or str(name_or_path).count("/") > 1:
         raise ModelError(f"model folder {path} does not exist")
@@ -70,6 +72,14 @@ def load_config(name_or_path: str):
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+
+
+def supported_config(name_or_path: str | Path):
+    """The config of a model folder or hub id whose family is in the family table; an unsupported family is
+    refused by name (FamilyError) before any weights are read."""
+    config = load_config(str(name_or_path))
+    family_of(config)
+    return config
 
 
 def has_classifier_head(name_or_path: str, num_labels: int) -> bool:

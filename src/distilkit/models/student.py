@@ -2,7 +2,9 @@
 
 BERT teachers become Hugging Face's own DistilBERT (token-type embeddings and pooler dropped,
 token type 0 folded into the position embeddings), as in Sanh et al. 2019. Other families keep
-their class with fewer layers. Which state-dict names hold the layer stack is a small table.
+their class with fewer layers; the family table (families.py) says where the layer stack is, which
+per-layer config list travels with the copied layers (ModernBERT's local/global attention kinds) and
+whether layer 0 is built differently (ModernBERT's has no attention norm, so a student starts with it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from transformers import (
 )
 
 from ..errors import UserError
-from .families import FAMILIES, family_of
+from .families import depth, family_of
 
 # DistilBERT's own choice for a 12-layer teacher (Sanh et al. 2019, extract_distilbert.py).
 DISTILBERT_12_LAYER_MAP = [0, 2, 4, 7, 9, 11]
@@ -89,6 +91,23 @@ def choose_layers(n_teacher: int, spec: str | list[int] | None = None, num_layer
     return layers
 
 
+def choose_layer_map(config, spec: str | list[int] | None = None, num_layers: int | None = None) -> list[int]:
+    """`choose_layers` for a teacher config: its family is checked first (an unsupported one is refused by
+    name), then the layer choice against the family's rules."""
+    layers = choose_layers(depth(config), spec, num_layers)
+    check_layer_map(config, layers)
+    return layers
+
+
+def check_layer_map(config, layers: list[int]) -> None:
+    """Refuse a layer map the teacher's family cannot build (a family whose layer 0 differs from the others
+    needs it first, and only there)."""
+    if family_of(config).first_layer_fixed and (layers[0] != 0 or 0 in layers[1:]):
+        raise StudentError(f"--layers {','.join(map(str, layers))}: layer 0 of a {config.model_type} model is built "
+                           "differently from the others (no attention norm), so a student's layers must start with "
+                           "teacher layer 0 and use it only there (alternate, first-k and uniform all do)")
+
+
 def build_student(teacher, layers: list[int], keep_class: bool = False):
     """Return a student model whose layer j is a copy of teacher layer layers[j].
 
@@ -97,18 +116,21 @@ def build_student(teacher, layers: list[int], keep_class: bool = False):
     classifier copied), masked LM → DistilBertForMaskedLM, bare encoder → DistilBertModel.
     """
     config = teacher.config
-    family_of(config)  # raises for unsupported families
+    check_layer_map(config, layers)  # raises for unsupported families
     if config.model_type == "bert" and not keep_class:
         return _bert_to_distilbert(teacher, layers)
     return _same_class_fewer_layers(teacher, layers)
 
 
 def _same_class_fewer_layers(teacher, layers: list[int]):
-    family = FAMILIES[teacher.config.model_type]
+    family = family_of(teacher.config)
     config = copy.deepcopy(teacher.config)
     setattr(config, family.depth_attr, len(layers))
+    if family.layer_kinds:  # each copied layer keeps its kind (e.g. global or sliding-window attention)
+        kinds = getattr(teacher.config, family.layer_kinds)
+        setattr(config, family.layer_kinds, [kinds[i] for i in layers])
     student = type(teacher)(config)
-    pattern = re.compile(rf"^(.*?{re.escape(family.layer_stack)})\.(\d+)\.(.*)$")
+    pattern = re.compile(rf"^((?:.*\.)?{re.escape(family.layer_stack)})\.(\d+)\.(.*)$")
     state = {}
     for name, tensor in teacher.state_dict().items():
         match = pattern.match(name)

@@ -21,11 +21,10 @@ import numpy as np
 
 from ..artifacts import atomic_output_dir, check_output, fingerprint
 from ..data.sentences import load_sentences
-from ..models.families import depth
-from ..models.folders import load_config, load_tokenizer
+from ..models.folders import load_tokenizer, supported_config
 from ..models.loading import count_parameters, load_encoder, save_model
 from ..models.pooling import Pooling, read_pooling, write_sentence_transformers_files
-from ..models.student import build_student, choose_layers
+from ..models.student import build_student, choose_layer_map
 from ..train.embedding import EmbedConfig, encode_ids, tokenize, train_student
 
 
@@ -38,7 +37,7 @@ def save_embedding_model(model, tokenizer, folder: Path, pooling: Pooling, max_s
 def build_embedding_student(teacher_dir: str, layers: str | list[int] | None = None, num_layers: int | None = None):
     """(student encoder, layer map): the teacher's chosen layers, a DistilBertModel for BERT teachers."""
     teacher = load_encoder(teacher_dir)
-    layer_map = choose_layers(depth(teacher.config), layers, num_layers)
+    layer_map = choose_layer_map(teacher.config, layers, num_layers)
     return build_student(teacher, layer_map).eval(), layer_map
 
 
@@ -71,7 +70,7 @@ def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: Em
     """`distil embed`: student from the teacher, trained on the corpus' sentences to match the teacher's
     embeddings (no labels); cfg.epochs 0 writes the untrained truncated student. Returns distil.json's content."""
     check_output(out, overwrite)
-    choose_layers(depth(load_config(teacher)), layers, num_layers)  # a bad --layers fails before any loading
+    choose_layer_map(supported_config(teacher), layers, num_layers)  # a bad family or --layers fails before loading
     start = time.perf_counter()
     pooling, note = read_pooling(teacher)
     if note:

@@ -7,16 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.glue import default_glue_dir
+from ..artifacts import read_record
+from ..data.errors import DataError
+from ..data.glue import GLUE_TASKS, default_glue_dir
 from ..data.retrieval import RetrievalSet, glue_retrieval, jsonl_retrieval, sts_pairs
-from ..data.glue import GLUE_TASKS
 from ..data.task import TaskData, load_task_data, recorded_dev_data
 from ..deploy.backends import load_backend, predict_all
 from ..errors import UserError
 from ..metrics import evaluate_task_predictions, predictions, retrieval_metrics, sts_spearman, task_score
-from ..artifacts import read_record
-from ..data.errors import DataError
-from ..models.folders import ModelError, load_tokenizer, model_labels
+from ..models.folders import ModelError, load_tokenizer, model_labels, supported_config
 from ..models.loading import load_classifier
 from ..train.common import encode, predict_logits
 
@@ -87,6 +86,7 @@ def compare_embedding_models(models: dict[str, str], sts: tuple | None, retrieva
 
 def evaluate_folder(model_dir: str, data: TaskData, max_length: int = 128) -> dict:
     """`distil eval`: metrics of a saved task model on the task's dev split(s)."""
+    supported_config(model_dir)
     model = load_classifier(model_dir)
     if model.config.num_labels != data.num_labels:
         raise ModelError(f"{model_dir} has {model.config.num_labels} outputs; task {data.name} needs {data.num_labels}")
@@ -104,6 +104,8 @@ def embedding_evaluation(model_dir: str, teacher: str | None = None, compare: li
         if not sep:
             raise UserError(f"--compare {item!r}: expected NAME=DIR")
         models[name] = folder
+    for folder in models.values():  # unsupported families are refused by name before any data is read
+        supported_config(folder)
     sets = [jsonl_retrieval(r) if r.endswith((".jsonl", ".json")) else glue_retrieval(r, glue_dir)
             for r in (x.strip() for x in retrieval.split(",")) if r and r != "none"]
     result = compare_embedding_models(models, sts_pairs(glue_dir) if sts else None, sets, backend)

@@ -31,10 +31,10 @@ from ..data.corpus import CORPUS_INFO, check_prepared, check_source, is_prepared
 from ..data.errors import DataError
 from ..data.masking import token_weights
 from ..hardware import versions
-from ..models.families import FAMILIES, depth
+from ..models.families import check_attention, family_of
 from ..models.folders import ModelError, load_config, load_tokenizer
 from ..models.loading import save_model
-from ..models.student import build_student, choose_layers
+from ..models.student import build_student, choose_layer_map
 from ..train.common import TrainConfig, drop_incomplete_checkpoints, last_checkpoint, on_main, training_arguments
 from ..train.general import (GeneralDistillationTrainer, HeadlessDistillationTrainer,
                             HeadlessLossConfig, Masker, MaskingCollator, PaddingCollator, TripleLossConfig,
@@ -108,10 +108,8 @@ def headless_eval(student, teacher, ds, pad_id: int, value: bool, cos: bool, bat
 
 
 def check_headless(name: str, config) -> None:
-    readable = sorted(k for k, family in FAMILIES.items() if family.attention_qkv)
-    if config.model_type not in readable:
-        raise ModelError(f"{name} is a {config.model_type!r} model: --recipe headless reads the attention of "
-                         f"{', '.join(readable)} models")
+    """Refuse, by family, a model whose attention --recipe headless cannot recompute."""
+    check_attention(config, f"--recipe headless ({name})")
 
 
 def check_inputs(teacher: str, tokenizer, corpus: str, eval_corpus: str | None, student: str | None,
@@ -124,6 +122,7 @@ def check_inputs(teacher: str, tokenizer, corpus: str, eval_corpus: str | None, 
         raise ModelError("--fit-mlm-head is for --recipe triple: --recipe headless uses no masked-LM head")
     check_output(out, overwrite)
     t_config = load_config(teacher)
+    family_of(t_config)  # an unsupported family is refused by name, first
     if not headless and not has_mlm_head(teacher) and not fit_head:
         raise ModelError(f"{teacher} has no masked-LM head: pass --fit-mlm-head to fit one on the frozen teacher, "
                          "or --recipe headless to distil its attention and hidden states without a head")
@@ -137,8 +136,9 @@ def check_inputs(teacher: str, tokenizer, corpus: str, eval_corpus: str | None, 
                              f"{t_config.num_attention_heads}: --recipe headless compares the attention head by head, "
                              "so expected the same number of heads")
     if student is None:
-        choose_layers(depth(t_config), layers)
+        choose_layer_map(t_config, layers)
     else:
+        family_of(load_config(student))
         if load_tokenizer(student).get_vocab() != tokenizer.get_vocab():
             raise ModelError(f"{student}'s tokenizer differs from the teacher's ({teacher}): "
                              "expected them to share a vocabulary")
@@ -237,7 +237,7 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
     teacher_model = auto.from_pretrained(tmp / HEAD_DIR if needs_head else teacher,
                                          use_safetensors=True, trust_remote_code=False).eval()
     if student is None:
-        layer_map = choose_layers(depth(teacher_model.config), layers)
+        layer_map = choose_layer_map(teacher_model.config, layers)
         student_model = build_student(teacher_model, layer_map)
     else:
         layer_map = None

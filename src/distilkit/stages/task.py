@@ -18,10 +18,10 @@ from ..artifacts import atomic_output_dir, fingerprint, read_record
 from ..data.augment import augment, embedding_neighbours, mine_pairs, texts_of, words_of
 from ..data.task import TaskData, load_task_data
 from ..errors import ConfigError
-from ..models.families import depth
-from ..models.folders import ModelError, has_classifier_head, load_config, load_tokenizer
+from ..models.families import check_attention
+from ..models.folders import ModelError, has_classifier_head, load_tokenizer, supported_config
 from ..models.loading import count_parameters, load_any, load_classifier, save_model
-from ..models.student import build_student, choose_layers
+from ..models.student import build_student, choose_layer_map
 from ..train.common import TrainConfig, encode
 from ..train.task import DistillConfig, add_teacher_outputs, distill, finetune
 from .evaluate import evaluate_model
@@ -65,8 +65,8 @@ def _task_model(path: str, data: TaskData):
 def make_student(teacher: str, out: Path, layers: str | None = None, num_layers: int | None = None,
                  overwrite: bool = False) -> dict:
     """`distil student`: copy chosen teacher layers into a smaller model; returns distil.json."""
-    config = load_config(teacher)
-    layer_map = choose_layers(depth(config), layers, num_layers)
+    config = supported_config(teacher)
+    layer_map = choose_layer_map(config, layers, num_layers)
     with atomic_output_dir(out, overwrite) as tmp:
         teacher_model = load_any(teacher)
         student = build_student(teacher_model, layer_map)
@@ -86,6 +86,7 @@ def make_student(teacher: str, out: Path, layers: str | None = None, num_layers:
 def finetune_teacher(teacher: str, data: TaskData, cfg: TrainConfig, out: Path, overwrite: bool = False,
                      resume: bool = False, force: bool = False) -> dict:
     """`distil finetune`: train the teacher on the task (skipped when it already has a fitting head)."""
+    supported_config(teacher)
     with atomic_output_dir(out, overwrite, resume) as tmp:
         skip = not force and has_classifier_head(teacher, data.num_labels)
         tokenizer = load_tokenizer(teacher)
@@ -148,6 +149,10 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
                 student: str | None = None, layers: str | None = None, num_layers: int | None = None,
                 overwrite: bool = False, resume: bool = False) -> dict:
     """`distil task`: train a student on the fine-tuned teacher's cached outputs plus the gold labels."""
+    configs = [supported_config(teacher)] + ([supported_config(student)] if student is not None else [])
+    if dcfg.attention_weight > 0:  # refused by family before any work, not in the middle of training
+        for config in configs:
+            check_attention(config, "--attention-weight")
     if not has_classifier_head(teacher, data.num_labels):
         raise ModelError(f"{teacher} has no {data.num_labels}-output task head: fine-tune it first (distil finetune)")
     if dcfg.mined_pairs and not data.is_pair:
@@ -157,7 +162,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
         tokenizer = load_tokenizer(teacher)
         teacher_model = _task_model(teacher, data).eval()
         if student is None:
-            layer_map = choose_layers(depth(teacher_model.config), layers, num_layers)
+            layer_map = choose_layer_map(teacher_model.config, layers, num_layers)
             student_model = build_student(teacher_model, layer_map)
             origin = {"built_from": str(teacher), "layer_map": layer_map}
         else:
@@ -205,6 +210,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
 def train_baseline(student: str, data: TaskData, cfg: TrainConfig, out: Path, overwrite: bool = False,
                    resume: bool = False) -> dict:
     """The hard-label-only control: the same student init and steps, gold labels only."""
+    supported_config(student)
     with atomic_output_dir(out, overwrite, resume) as tmp:
         tokenizer = load_tokenizer(student)
         model = _task_model(student, data)
@@ -235,13 +241,14 @@ def task_stages(teacher: str, data: TaskData, teacher_cfg: TrainConfig, student_
     Each finished stage is reused when its distil.json was made with the same configuration (and refused,
     naming the field, when not), so an interrupted run resumes without mixing two configurations.
     Returns {model name: distil.json} for teacher, student, baseline and the compared models."""
+    supported_config(teacher)  # an unsupported family is refused by name before any stage runs
     folder = Path(folder)
     common = {"task": data.name, "data": data.source, "train_examples": len(data.train)}
     teacher_dir, init_dir, student_dir = folder / "teacher", folder / "student_init", folder / "student"
     infos = {"teacher": reuse_or_run(
         teacher_dir, {"stage": "finetune", "teacher": teacher, **common, "config": teacher_cfg.to_dict()},
         lambda: finetune_teacher(teacher, data, teacher_cfg, teacher_dir, resume=resume))}
-    layer_map = choose_layers(depth(load_config(str(teacher_dir))), layers, num_layers)
+    layer_map = choose_layer_map(supported_config(teacher_dir), layers, num_layers)
     reuse_or_run(init_dir, {"stage": "student", "teacher": str(teacher_dir), "layer_map": layer_map},
                  lambda: make_student(str(teacher_dir), init_dir, layers, num_layers))
     infos["student"] = reuse_or_run(

@@ -15,7 +15,7 @@ from rich.progress import Progress
 from transformers import DataCollatorWithPadding, TrainingArguments
 
 from ..hardware import bf16_supported
-from ..models.families import FAMILIES, FamilyError, family_of
+from ..models.families import check_attention
 from ..models.loading import model_inputs
 
 
@@ -183,11 +183,7 @@ def attention_qkv(model, layer_input: torch.Tensor, layer: int = -1) -> tuple[to
     """Queries, keys and values of layer `layer` (default the last), (batch, heads, seq, head size), from that
     layer's input (`hidden_states[layer]` for layer >= 0). Recomputed from the projections rather than taken from
     `output_attentions`, which needs eager attention and, in training, returns the weights after dropout."""
-    family = family_of(model.config)
-    if family.attention_qkv is None:
-        raise FamilyError(f"the attention of a {model.config.model_type} model cannot be recomputed from query and key "
-                          "projections (relative-position attention): attention losses support "
-                          f"{', '.join(sorted(k for k, f in FAMILIES.items() if f.attention_qkv))}")
+    family = check_attention(model.config, "the attention loss")
     names = family.attention_qkv
     block = model.base_model.get_submodule(family.layer_stack)[layer]
     heads = model.config.num_attention_heads
