@@ -9,9 +9,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LayersOpt, NumLayersOpt, OverwriteOpt, PairColOpt,
-                     RegressionOpt, ResumeOpt, TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, cache_root,
-                     command, console, int_list, print_metrics, teacher_path)
+from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, MultiLabelOpt, NumLayersOpt,
+                     OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt,
+                     TrainLimitOpt, cache_root, command, console, int_list, print_metrics, teacher_path)
 
 # Defaults of `distil run`: chosen so the whole run fits in 20 minutes on 2 CPU cores (README).
 RUN_TRAIN_LIMIT = 20000
@@ -23,6 +23,7 @@ def eval_cmd(
     task: str = TaskOpt, data: Optional[Path] = DataOpt, train: Optional[Path] = TrainFileOpt,
     dev: Optional[Path] = DevFileOpt, text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt,
     label_column: str = LabelColOpt, regression: bool = RegressionOpt, dev_limit: Optional[int] = DevLimitOpt,
+    multi_label: bool = MultiLabelOpt, label_separator: str = LabelSepOpt,
     max_length: int = 128,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="metrics.json path (default MODEL_DIR/metrics.json)."),
     embedding: bool = typer.Option(False, "--embedding", help="Score a sentence-embedding model without fine-tuning: "
@@ -52,7 +53,8 @@ def eval_cmd(
     check_model_dir(Path(model_dir))
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
-                       train_limit=1, dev_limit=dev_limit)
+                       train_limit=None if train else 1, dev_limit=dev_limit, multi_label=multi_label,
+                       label_separator=label_separator)  # the whole training file: its labels are the label names
     metrics = evaluate_folder(model_dir, d, max_length)
     path = out or Path(model_dir) / "metrics.json"
     write_json(path, {"model": model_dir, "task": d.name, "data": d.source, "metrics": metrics})
@@ -83,6 +85,7 @@ def run(
     task: str = TaskOpt, data: Optional[Path] = DataOpt, train: Optional[Path] = TrainFileOpt,
     dev: Optional[Path] = DevFileOpt, text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt,
     label_column: str = LabelColOpt, regression: bool = RegressionOpt,
+    multi_label: bool = MultiLabelOpt, label_separator: str = LabelSepOpt,
     train_limit: Optional[int] = typer.Option(RUN_TRAIN_LIMIT, "--train-limit",
                                               help="Training rows used (0: all). The default keeps the run under 20 min."),
     dev_limit: Optional[int] = DevLimitOpt,
@@ -106,7 +109,8 @@ def run(
         check_output(out, overwrite)
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
-                       train_limit=train_limit or None, dev_limit=dev_limit)
+                       train_limit=train_limit or None, dev_limit=dev_limit, multi_label=multi_label,
+                       label_separator=label_separator)
     shared = {"batch_size": batch_size, "max_length": max_length, "seed": seed, "bf16": bf16}
     metrics = run_pipeline(teacher_path(teacher), d, out, TrainConfig(epochs=teacher_epochs, learning_rate=teacher_lr, **shared),
                            TrainConfig(epochs=epochs, learning_rate=lr, **shared), dcfg, layers=layers,

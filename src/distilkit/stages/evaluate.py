@@ -15,6 +15,7 @@ from ..errors import UserError
 from ..metrics import evaluate_task_predictions, predictions, retrieval_metrics, sts_spearman, task_score
 from ..models.folders import ModelError, load_tokenizer
 from ..models.loading import load_classifier
+from ..tags import MULTI_LABEL
 from ..train.common import encode, predict_logits
 
 
@@ -24,7 +25,7 @@ def dev_predictions(model, tokenizer, data: TaskData, max_length: int = 128, enc
     per_split = {}
     for name, ds in encoded_dev.items():
         logits = predict_logits(model, ds, tokenizer, description=f"evaluating on {data.name} {name}")
-        per_split[name] = (predictions(logits, data.regression), np.asarray(ds["label"]))
+        per_split[name] = (predictions(logits, data.regression, data.multi_label), np.asarray(ds["label"]))
     return per_split
 
 
@@ -87,6 +88,13 @@ def evaluate_folder(model_dir: str, data: TaskData, max_length: int = 128) -> di
     model = load_classifier(model_dir)
     if model.config.num_labels != data.num_labels:
         raise ModelError(f"{model_dir} has {model.config.num_labels} outputs; task {data.name} needs {data.num_labels}")
+    if (model.config.problem_type == MULTI_LABEL) != data.multi_label:
+        raise ModelError(f"{model_dir} is {'a multi-label' if not data.multi_label else 'not a multi-label'} model: "
+                         f"{'give' if not data.multi_label else 'drop'} --multi-label")
+    if data.multi_label:
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if names != data.label_names:
+            raise ModelError(f"{model_dir} was trained on the tags {names}, the training file has {data.label_names}")
     return evaluate_model(model, load_tokenizer(model_dir), data, max_length)
 
 
