@@ -140,6 +140,14 @@ def test_separator_empty_cells_and_jsonl_lists(tmp_path):
     assert list(data.dev["dev"]["label"]) == [[1.0, 1.0], [0.0, 0.0], [1.0, 0.0]]
 
 
+def test_unlabelled_inputs_have_nan_tags(tagged, tmp_path):
+    (tmp_path / "more.csv").write_text("text\nthe plot was good\na film\n")
+    data = load_task_data(train_file=tagged / "train.csv", dev_file=tagged / "dev.csv", label_column="tags",
+                          multi_label=True, unlabeled=tmp_path / "more.csv")
+    assert data.unlabeled.features == data.train.features
+    assert np.isnan(np.asarray(data.unlabeled["label"])).all() and len(data.unlabeled) == 2
+
+
 @pytest.mark.parametrize("dev,message", [
     ("text,tags\na film,plot\nthe end,plot|sequel\n", r"dev\.csv, line 3, field 'tags': tag 'sequel' is not one of"),
     ("text,tags\na film,plot||positive\n", r"dev\.csv, line 2, field 'tags': empty tag in 'plot\|\|positive'"),
