@@ -58,6 +58,38 @@ def regression_distillation(
     return loss + (1.0 - alpha) * F.mse_loss(student_pred[gold], labels[gold])
 
 
+def multilabel_distillation(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float = 0.5,
+    temperature: float = 2.0,
+) -> dict[str, torch.Tensor]:
+    """Task distillation for multi-label classification (one sigmoid per label):
+    α·T²·BCE(student at T, sigmoid(teacher_logits / T)) + (1−α)·BCE(student, gold).
+
+    Each label is a binary problem of its own, so the soft targets are the teacher's per-label probabilities
+    softened at T, and the student's logits are divided by the same T; as with the KL of
+    `classification_distillation`, the term is multiplied by T² so its gradient keeps its size whatever T is.
+    (Against soft targets the BCE does not reach 0: its minimum is the teacher's entropy, which has no gradient.)
+    Both terms are means over rows and labels, like `BCEWithLogitsLoss`.
+
+    `targets` (batch, labels) are 0/1 gold indicators; a row without gold (augmented copies, unlabelled
+    inputs) is all NaN and counts in the teacher term only. Returns {"loss", "kd", "bce"}, the last two
+    unweighted; "bce" is 0 when no row has gold."""
+    t = temperature
+    s = student_logits.float()
+    soft = torch.sigmoid(teacher_logits.float() / t)
+    kd = F.binary_cross_entropy_with_logits(s / t, soft) * t * t
+    targets = targets.float().reshape(s.shape)
+    gold = ~torch.isnan(targets).any(-1)
+    if gold.any():
+        bce = F.binary_cross_entropy_with_logits(s[gold], targets[gold])
+    else:
+        bce = s.sum() * 0.0
+    return {"loss": alpha * kd + (1.0 - alpha) * bce, "kd": kd, "bce": bce}
+
+
 def weighted_sum(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
     """Σ weight·term over the terms whose weight is not 0 (a term with weight 0 may be absent)."""
     return sum(w * terms[name] for name, w in weights.items() if w)

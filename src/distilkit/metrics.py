@@ -1,4 +1,5 @@
-"""GLUE metrics: per-task metric values, the per-task score, the GLUE macro score; STS and retrieval metrics."""
+"""GLUE metrics: per-task metric values, the per-task score, the GLUE macro score; multi-label metrics on 0/1
+indicator arrays (rows × labels); STS and retrieval metrics."""
 
 from __future__ import annotations
 
@@ -6,25 +7,41 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from .tags import DEFAULT_THRESHOLD, over_threshold
+
 METRICS = {
     "accuracy": accuracy_score,
     "f1": f1_score,  # binary F1 of the positive class (label id 1), as in GLUE for MRPC and QQP
     "mcc": matthews_corrcoef,
     "pearson": lambda refs, preds: pearsonr(preds, refs)[0],
     "spearman": lambda refs, preds: spearmanr(preds, refs)[0],
+    # multi-label: (rows, labels) 0/1 indicator arrays; a label no row has nor is predicted to have counts as F1 0
+    "micro_f1": lambda refs, preds: f1_score(refs, preds, average="micro", zero_division=0),
+    "macro_f1": lambda refs, preds: f1_score(refs, preds, average="macro", zero_division=0),
+    "subset_accuracy": accuracy_score,  # share of rows whose predicted label set is exactly the gold set
 }
+MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "subset_accuracy")
 
 
-def predictions(logits: np.ndarray, regression: bool) -> np.ndarray:
-    """Class ids (the arg-max of each row of logits), or the regression output."""
+def predictions(logits: np.ndarray, regression: bool, multi_label: bool = False,
+                threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Class ids (the arg-max of each row of logits), the regression output, or for a multi-label model
+    a (rows, labels) 0/1 array: 1 where the label's probability (sigmoid) is above `threshold`."""
+    if multi_label:
+        return over_threshold(logits, threshold)
     return logits[:, 0] if regression else logits.argmax(-1)
 
 
 def compute_metrics(metric_names, predictions, references) -> dict[str, float]:
-    """{name: value} for class ids (accuracy, f1, mcc) or float scores (pearson, spearman)."""
+    """{name: value} for class ids (accuracy, f1, mcc), float scores (pearson, spearman) or, multi-label,
+    (rows, labels) 0/1 indicator arrays (micro_f1, macro_f1, subset_accuracy)."""
     preds, refs = np.asarray(predictions), np.asarray(references)
-    if preds.shape != refs.shape or preds.ndim != 1 or len(preds) == 0:
-        raise ValueError(f"expected two equally long, non-empty 1-D sequences, got shapes {preds.shape} and {refs.shape}")
+    multi = any(name in MULTI_LABEL_METRICS for name in metric_names)
+    if preds.shape != refs.shape or preds.ndim != (2 if multi else 1) or len(preds) == 0:
+        want = "(rows, labels) indicator arrays" if multi else "1-D sequences"
+        raise ValueError(f"expected two equally long, non-empty {want}, got shapes {preds.shape} and {refs.shape}")
+    if multi:
+        preds, refs = preds.astype(np.int64), refs.astype(np.int64)
     out = {}
     for name in metric_names:
         if name not in METRICS:

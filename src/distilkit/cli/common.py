@@ -33,6 +33,11 @@ TextColOpt = typer.Option("text", "--text-column")
 PairColOpt = typer.Option(None, "--text-pair-column")
 LabelColOpt = typer.Option("label", "--label-column")
 RegressionOpt = typer.Option(False, "--regression", help="Labels are numbers (regression).")
+MultiLabelOpt = typer.Option(False, "--multi-label", help="Tags: the label column holds any number of labels per row, "
+                             "joined by --label-separator (an empty cell: no tags); one sigmoid output per tag.")
+LabelSepOpt = typer.Option("|", "--label-separator", help="--multi-label: what separates the tags of a label cell.")
+ThresholdOpt = typer.Option(None, "--threshold", help="Multi-label models: answer every label whose probability is "
+                            "above it (default 0.5).")
 TrainLimitOpt = typer.Option(None, "--train-limit", help="Use only the first N training rows.")
 DevLimitOpt = typer.Option(None, "--dev-limit", help="Use only the first N dev rows.")
 LayersOpt = typer.Option(None, "--layers", help="alternate (default) | first-k | uniform | explicit list like 0,2,4.")
@@ -62,6 +67,12 @@ def command(*args, **kwargs):
                 fail(err)
         return app.command(*args, **kwargs)(run)
     return register
+
+
+def check_threshold_option(threshold: Optional[float]) -> None:
+    """--threshold is a probability (checked before any model is loaded)."""
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold {threshold}: expected a probability between 0 and 1")
 
 
 def int_list(value: str, option: str) -> list[int]:

@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from ..errors import ConfigError
-from .common import (BackendOpt, DataOpt, DevLimitOpt, LabelColOpt, MaxLengthOpt, PairColOpt, TextColOpt, command, console,
-                     int_list)
+from .common import (BackendOpt, DataOpt, DevLimitOpt, LabelColOpt, MaxLengthOpt, PairColOpt, TextColOpt, ThresholdOpt,
+                     check_threshold_option, command, console, int_list)
 
 
 @command("export")
@@ -115,22 +115,27 @@ def predict(
     max_length: Optional[int] = MaxLengthOpt,
     embedding: bool = typer.Option(False, "--embedding", help="Sentence embeddings, {\"embedding\": [...]} per text "
                                                               "(the default output of an embedding model)."),
+    threshold: Optional[float] = ThresholdOpt,
 ):
     """Label texts: JSONL on stdout, {"label", "score"} per text (score: probability of the label);
+    a multi-label model gives {"labels": [...over --threshold], "scores": {label: probability}};
     an embedding model gives {"embedding": [...]} per text."""
     from ..deploy.backends import load_backend
     from ..deploy.predict import InputError, check_pairs, embed, predict as predict_texts, read_inputs, write_jsonl
     from ..models.folders import is_pair_model
 
+    check_threshold_option(threshold)
     texts, pairs = read_inputs(texts, file, fmt=fmt)
     model = load_backend(model_dir, backend, max_length)
     if embedding or model.embedding:
         if pairs is not None:
             raise InputError("an embedding model takes single texts: drop \"text_pair\" from the input")
+        if threshold is not None:
+            raise InputError("--threshold is for multi-label classifiers, not sentence embeddings")
         rows = embed(model, texts, batch_size)
     else:
         check_pairs(is_pair_model(model_dir), pairs, model_dir)
-        rows = predict_texts(model, texts, pairs, batch_size)
+        rows = predict_texts(model, texts, pairs, batch_size, threshold=threshold)
     write_jsonl(rows)
 
 
@@ -149,11 +154,13 @@ def serve(
     max_body_bytes: Optional[int] = typer.Option(None, "--max-body-bytes", help="Request body limit (413; default "
                                                                                 "from --max-texts and --max-chars)."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request (costs CPU)."),
+    threshold: Optional[float] = ThresholdOpt,
 ):
     """HTTP classifier (POST /v1/classify) or sentence encoder (POST /v1/embed), GET /health, GET /metrics, /docs; micro-batched."""
     from ..deploy.serve import serve as run_server
 
-    run_server(model_dir, host, port, backend, max_length, access_log, max_batch=max_batch, max_wait_ms=max_wait_ms,
+    check_threshold_option(threshold)
+    run_server(model_dir, host, port, backend, max_length, access_log, threshold, max_batch=max_batch, max_wait_ms=max_wait_ms,
                sub_batch=sub_batch, max_texts=max_texts, max_chars=max_chars, max_queue=max_queue, timeout_s=timeout_s,
                max_body_bytes=max_body_bytes)
 

@@ -9,9 +9,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LayersOpt, NumLayersOpt, OverwriteOpt, PairColOpt,
-                     RegressionOpt, ResumeOpt, TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, cache_root,
-                     command, console, int_list, print_metrics, teacher_path)
+from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, MultiLabelOpt, NumLayersOpt,
+                     OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt,
+                     TrainLimitOpt, command, console, int_list, print_metrics, teacher_path)
 
 # Defaults of `distil run`: chosen so the whole run fits in 20 minutes on 2 CPU cores (README).
 RUN_TRAIN_LIMIT = 20000
@@ -27,7 +27,9 @@ def eval_cmd(
     label_column: str = LabelColOpt,
     regression: bool = typer.Option(False, "--regression", help="Not needed: the model's config says whether it is a "
                                                                 "regressor."),
-    dev_limit: Optional[int] = DevLimitOpt, max_length: int = 128,
+    dev_limit: Optional[int] = DevLimitOpt,
+    multi_label: bool = MultiLabelOpt, label_separator: str = LabelSepOpt,
+    max_length: int = 128,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="metrics.json path (default MODEL_DIR/metrics.json)."),
     embedding: bool = typer.Option(False, "--embedding", help="Score a sentence-embedding model without fine-tuning: "
                                                               "STS-B dev Spearman and retrieval recall@1/@10, MRR@10."),
@@ -43,6 +45,7 @@ def eval_cmd(
     """Score a model folder on a task's dev split(s) (or, --embedding, on STS-B and retrieval); writes metrics.json."""
     from ..artifacts import write_json
     from ..data.errors import DataError
+    from ..data.task import check_label_options
     from ..models.folders import check_model_dir, supported_config
     from ..stages.evaluate import checking_data, embedding_evaluation, evaluate_folder
 
@@ -55,9 +58,11 @@ def eval_cmd(
         return
     check_model_dir(Path(model_dir))
     supported_config(model_dir)
+    check_label_options(multi_label, regression, label_separator)
     if train is not None and dev is None:
         raise DataError("--train needs --dev: eval scores on the dev file (with the model's own label names)")
-    d = checking_data(model_dir, task, data, dev, text_column, text_pair_column, label_column, dev_limit)
+    d = checking_data(model_dir, task, data, dev, text_column, text_pair_column, label_column, dev_limit,
+                      label_separator=label_separator)
     metrics = evaluate_folder(model_dir, d, max_length)
     path = out or Path(model_dir) / "metrics.json"
     write_json(path, {"model": model_dir, "task": d.name, "data": d.source, "metrics": metrics})
@@ -88,6 +93,7 @@ def run(
     task: str = TaskOpt, data: Optional[Path] = DataOpt, train: Optional[Path] = TrainFileOpt,
     dev: Optional[Path] = DevFileOpt, text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt,
     label_column: str = LabelColOpt, regression: bool = RegressionOpt,
+    multi_label: bool = MultiLabelOpt, label_separator: str = LabelSepOpt,
     train_limit: Optional[int] = typer.Option(RUN_TRAIN_LIMIT, "--train-limit",
                                               help="Training rows used (0: all). The default keeps the run under 20 min."),
     dev_limit: Optional[int] = DevLimitOpt,
@@ -111,7 +117,8 @@ def run(
         check_output(out, overwrite)
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
-                       train_limit=train_limit or None, dev_limit=dev_limit)
+                       train_limit=train_limit or None, dev_limit=dev_limit, multi_label=multi_label,
+                       label_separator=label_separator)
     shared = {"batch_size": batch_size, "max_length": max_length, "seed": seed, "bf16": bf16}
     metrics = run_pipeline(teacher_path(teacher), d, out, TrainConfig(epochs=teacher_epochs, learning_rate=teacher_lr, **shared),
                            TrainConfig(epochs=epochs, learning_rate=lr, **shared), dcfg, layers=layers,
@@ -208,8 +215,8 @@ def sweep(
     """Students of several depths, fp32 and int8: score against latency and size, Pareto frontier and plot.
 
     Running it again reuses finished depths and exports."""
-    from ..data.task import load_task_data
     from ..experiments.sweep import check_sweep, run_sweep
+    from ..stages.task import training_data
     from ..train.common import TrainConfig
     from ..train.task import DistillConfig
 
@@ -217,7 +224,7 @@ def sweep(
     teacher_dir, depth_list = teacher_path(teacher), int_list(depths, "--depths")
     precision_list = tuple(p.strip() for p in precisions.split(",") if p.strip())
     check_sweep(teacher_dir, depth_list, precision_list)
-    d = training_data(teacher_path(teacher), task=task, data_dir=data, train_file=train, dev_file=dev,
+    d = training_data(teacher_dir, task=task, data_dir=data, train_file=train, dev_file=dev,
                       text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
                       train_limit=train_limit, dev_limit=dev_limit)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16)

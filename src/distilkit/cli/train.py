@@ -8,9 +8,9 @@ from typing import Optional
 import typer
 
 from ..errors import ConfigError
-from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LayersOpt, NumLayersOpt, OverwriteOpt, PairColOpt,
-                     RegressionOpt, ResumeOpt, TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, cache_root,
-                     command, console, print_metrics, print_params, teacher_path)
+from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, MultiLabelOpt, NumLayersOpt,
+                     OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt,
+                     TrainLimitOpt, cache_root, command, console, print_metrics, print_params, teacher_path)
 
 
 @command()
@@ -36,7 +36,7 @@ def finetune(
     task: str = TaskOpt, data: Optional[Path] = DataOpt, train: Optional[Path] = TrainFileOpt,
     dev: Optional[Path] = DevFileOpt, text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt,
     label_column: str = LabelColOpt, regression: bool = RegressionOpt, train_limit: Optional[int] = TrainLimitOpt,
-    dev_limit: Optional[int] = DevLimitOpt,
+    dev_limit: Optional[int] = DevLimitOpt, multi_label: bool = MultiLabelOpt, label_separator: str = LabelSepOpt,
     epochs: float = 2.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: when supported)."),
     force: bool = typer.Option(False, "--force", help="Fine-tune even when the teacher already has a task head."),
@@ -49,7 +49,8 @@ def finetune(
 
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
-                       train_limit=train_limit, dev_limit=dev_limit)
+                       train_limit=train_limit, dev_limit=dev_limit, multi_label=multi_label,
+                       label_separator=label_separator)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16)
     info = finetune_teacher(teacher_path(teacher), d, cfg, out, overwrite=overwrite, resume=resume, force=force)
     print_metrics(f"{d.name} dev", {"teacher": info["metrics"]})
@@ -64,7 +65,7 @@ def task_cmd(
     task: str = TaskOpt, data: Optional[Path] = DataOpt, train: Optional[Path] = TrainFileOpt,
     dev: Optional[Path] = DevFileOpt, text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt,
     label_column: str = LabelColOpt, regression: bool = RegressionOpt, train_limit: Optional[int] = TrainLimitOpt,
-    dev_limit: Optional[int] = DevLimitOpt,
+    dev_limit: Optional[int] = DevLimitOpt, multi_label: bool = MultiLabelOpt, label_separator: str = LabelSepOpt,
     alpha: float = typer.Option(0.5, help="Weight of the soft-target loss (1-alpha on the gold labels)."),
     temperature: float = typer.Option(2.0, help="Softmax temperature of the soft targets."),
     cls_weight: float = typer.Option(0.0, help="Weight of the cosine loss between final [CLS] states."),
@@ -97,7 +98,8 @@ def task_cmd(
                          attention_weight=attention_weight, mined_pairs=mined_pairs)
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
-                       train_limit=train_limit, dev_limit=dev_limit, unlabeled=unlabeled)
+                       train_limit=train_limit, dev_limit=dev_limit, unlabeled=unlabeled, multi_label=multi_label,
+                       label_separator=label_separator)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16)
     info = distil_task(teacher_path(teacher), d, cfg, dcfg, out, cache_dir or cache_root(), student=student_dir,
                        layers=layers, num_layers=num_layers, overwrite=overwrite, resume=resume)

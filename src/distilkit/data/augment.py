@@ -1,6 +1,6 @@
 """A larger transfer set for task distillation: perturbed copies of the training texts.
 
-The copies carry no gold label (-1 for a class, NaN for a score): the student learns the teacher's
+The copies carry no gold label (-1 for a class, NaN for a score or in every place of a multi-label row): the student learns the teacher's
 soft targets on them, and the gold labels only on the original rows. On small tasks the teacher's
 outputs on its own training set are close to the gold labels, so they teach little; on nearby,
 unseen inputs they carry the teacher's judgement (TinyBERT, Jiao et al. 2020, section 3.3, used
@@ -60,9 +60,13 @@ def _replacement(word: str, vocabulary: list[str], neighbours: dict[str, list[st
     return word[:head] + new + word[tail:]
 
 
-def no_label(features: datasets.Features) -> float | int:
-    """The label of a row without a gold one: NaN for a score, NO_CLASS for a class."""
-    return math.nan if features["label"].dtype.startswith("float") else NO_CLASS
+def no_label(features: datasets.Features) -> float | int | list[float]:
+    """The label of a row without a gold one: NaN for a score, NO_CLASS for a class, NaN in every place of a
+    multi-label row (a list feature of one 0/1 float per tag)."""
+    feature = features["label"]
+    if isinstance(feature, (datasets.List, datasets.Sequence)):
+        return [math.nan] * feature.length
+    return math.nan if feature.dtype.startswith("float") else NO_CLASS
 
 
 def texts_of(ds: datasets.Dataset) -> list[str]:

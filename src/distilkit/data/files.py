@@ -124,12 +124,13 @@ def load_texts(path, text_column, text_pair_column=None, limit=None) -> datasets
 
 
 def load_table(path, text_column, label_column, text_pair_column=None,
-               regression=False, label_names=None, limit=None):
+               regression=False, label_names=None, limit=None, multi_label=False, label_separator="|"):
     """Read a labelled table into a Dataset with columns text, [text_pair,] label.
 
     Returns (dataset, label_names). For classification, label_names is the sorted
     label set of this file (a training file) unless given (a dev file, whose labels
     must then be in it). For regression, labels must be numbers and label_names is None.
+    With `multi_label`, see `multi_label_targets`: each label is a list of 0/1 floats, one per tag.
     """
     import datasets
 
@@ -137,14 +138,17 @@ def load_table(path, text_column, label_column, text_pair_column=None,
     rows = _checked_rows(path, [c for c in (text_column, text_pair_column) if c is not None], [label_column], limit)
     texts, pairs, raw_labels = [], [], []
     for lineno, row in rows:
-        if row[label_column] is None or str(row[label_column]).strip() == "":
+        if not multi_label and (row[label_column] is None or str(row[label_column]).strip() == ""):
             raise DataError(f"{path}, line {lineno}, field {label_column!r}: missing label")
         texts.append(row[text_column])
         if text_pair_column is not None:
             pairs.append(row[text_pair_column])
         raw_labels.append((lineno, row[label_column]))
 
-    if regression:
+    if multi_label:
+        labels, label_names = multi_label_targets(path, label_column, raw_labels, label_separator, label_names)
+        label_feature = datasets.List(datasets.Value("float32"), length=len(label_names))
+    elif regression:
         labels = [parse_float(path, lineno, label_column, v) for lineno, v in raw_labels]
         label_feature, label_names = datasets.Value("float32"), None
     else:
@@ -162,6 +166,56 @@ def load_table(path, text_column, label_column, text_pair_column=None,
         label_feature = datasets.ClassLabel(names=label_names)
 
     return make_dataset(texts, pairs if text_pair_column is not None else None, labels, label_feature), label_names
+
+
+def split_tags(path, lineno, field, value, separator="|") -> list[str]:
+    """The tags of one multi-label cell: a string of tags joined by `separator` ("plot|positive"), or in JSONL
+    also a list of strings. Tags are stripped of surrounding spaces; an empty cell (or null, or []) is a row with
+    no tags. An empty tag inside a cell ("plot||positive", "plot|") is an error naming file, line and field."""
+    where = f"{path}, line {lineno}, field {field!r}"
+    if value is None:
+        return []
+    if isinstance(value, list):
+        if not all(isinstance(tag, str) for tag in value):
+            raise DataError(f"{where}: expected a list of tag strings, got {value!r}")
+        tags = [tag.strip() for tag in value]
+    elif isinstance(value, str):
+        if not value.strip():
+            return []
+        tags = [tag.strip() for tag in value.split(separator)]
+    else:
+        raise DataError(f"{where}: expected tags joined by {separator!r} (or a JSON list of strings), got {value!r}")
+    if not all(tags):
+        raise DataError(f"{where}: empty tag in {value!r} (tags are separated by {separator!r}; "
+                        "an empty cell means no tags)")
+    return tags
+
+
+def multi_label_targets(path, field, raw_labels, separator="|", label_names=None):
+    """(0/1 float indicator rows, label names) of a multi-label column given as [(line_number, cell)].
+
+    The label names are the sorted set of tags of this file (a training file: at least two tags) unless given
+    (a dev file: every tag must be one of them, else a DataError naming file, line and tag)."""
+    if not separator:
+        raise DataError("--label-separator must not be empty")
+    tags = [(lineno, split_tags(path, lineno, field, value, separator)) for lineno, value in raw_labels]
+    if label_names is None:
+        label_names = _sort_labels(tag for _, row in tags for tag in row)
+        if len(label_names) < 2:
+            raise DataError(f"{path}, field {field!r}: multi-label training needs at least two different tags, "
+                            f"found {label_names or 'none'}")
+    label_names = [str(n) for n in label_names]
+    index = {name: i for i, name in enumerate(label_names)}
+    targets = []
+    for lineno, row in tags:
+        target = [0.0] * len(label_names)
+        for tag in row:
+            if tag not in index:
+                raise DataError(f"{path}, line {lineno}, field {field!r}: tag {tag!r} is not one of the training "
+                                f"tags {label_names}")
+            target[index[tag]] = 1.0
+        targets.append(target)
+    return targets, label_names
 
 
 def make_dataset(texts, pairs, labels, label_feature):

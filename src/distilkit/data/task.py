@@ -7,6 +7,8 @@ from pathlib import Path
 
 import datasets
 
+from ..errors import ConfigError
+from ..metrics import MULTI_LABEL_METRICS
 from .augment import no_label
 from .errors import DataError
 from .files import load_table, load_texts
@@ -24,7 +26,10 @@ DISPLAY_LABELS = {
 
 @dataclass
 class TaskData:
-    """Train and dev splits (columns text, [text_pair,] label) with how the task is scored."""
+    """Train and dev splits (columns text, [text_pair,] label) with how the task is scored.
+
+    Multi-label tasks (`multi_label`): each label is a list of 0/1 floats, one per name of `label_names`
+    (the tags); a row without gold (an augmented copy, an unlabelled input) has NaN in every place."""
 
     name: str
     train: datasets.Dataset
@@ -34,6 +39,7 @@ class TaskData:
     source: dict = field(default_factory=dict)
     unlabeled: datasets.Dataset | None = None  # inputs without gold labels (label -1 / NaN): the teacher labels them
     unlabeled_from: str | None = None  # "test" or the file they came from
+    multi_label: bool = False  # tags: any number of labels per row, one sigmoid output each
 
     @property
     def regression(self) -> bool:
@@ -53,6 +59,16 @@ class TaskData:
         return "text_pair" in self.train.column_names
 
 
+def check_label_options(multi_label: bool, regression: bool, label_separator: str, own_files: bool = True) -> None:
+    """Refuse label options that exclude each other, naming them."""
+    if multi_label and regression:
+        raise ConfigError("--multi-label and --regression exclude each other: tags are classes, not numbers")
+    if multi_label and not own_files:
+        raise ConfigError("--multi-label needs your own --train and --dev files (the GLUE tasks have one label per row)")
+    if multi_label and not label_separator:
+        raise ConfigError("--label-separator must not be empty")
+
+
 def load_task_data(
     task: str | None = "sst2",
     data_dir: str | Path | None = None,
@@ -65,14 +81,20 @@ def load_task_data(
     train_limit: int | None = None,
     dev_limit: int | None = None,
     unlabeled: str | Path | None = None,
+    multi_label: bool = False,
+    label_separator: str = "|",
 ) -> TaskData:
     """Load a GLUE task (from `data_dir`, else ../shared/data/glue when present, else the hub)
     or, when `train_file` is given, the user's own CSV/TSV/JSONL train and dev files.
 
     `unlabeled`: extra inputs for task distillation, which only the teacher labels: "test" (a GLUE
-    task's test splits, whose labels are hidden) or a CSV/TSV/JSONL file with the training text columns."""
+    task's test splits, whose labels are hidden) or a CSV/TSV/JSONL file with the training text columns.
+
+    `multi_label` (the user's files only): the label column holds tags joined by `label_separator`, any number
+    per row, an empty cell meaning none; the label names are the sorted tags of the training file."""
+    check_label_options(multi_label, regression, label_separator, own_files=train_file is not None)
     data = _load_labelled(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column,
-                          regression, train_limit, dev_limit)
+                          regression, train_limit, dev_limit, multi_label, label_separator)
     if unlabeled is not None:
         data.unlabeled = _load_unlabeled(str(unlabeled), data, text_column, text_pair_column)
         data.unlabeled_from = str(unlabeled)
@@ -102,22 +124,31 @@ def _load_unlabeled(source: str, data: TaskData, text_column: str, text_pair_col
     return ds.add_column("label", [no_label(data.train.features)] * len(ds)).cast(data.train.features)
 
 
+def _file_metrics(regression: bool, multi_label: bool, labels: list[str] | None) -> tuple[str, ...]:
+    """How a task on the user's own files is scored."""
+    if multi_label:
+        return MULTI_LABEL_METRICS
+    if regression:
+        return ("pearson", "spearman")
+    return ("accuracy", "f1") if len(labels) == 2 else ("accuracy",)
+
+
 def _load_labelled(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column, regression,
-                   train_limit, dev_limit) -> TaskData:
+                   train_limit, dev_limit, multi_label=False, label_separator="|") -> TaskData:
     if train_file is not None:
         if dev_file is None:
             raise DataError("--train needs --dev: a labelled file to evaluate on")
-        train, labels = load_table(train_file, text_column, label_column, text_pair_column, regression, None, train_limit)
-        dev, _ = load_table(dev_file, text_column, label_column, text_pair_column, regression, labels, dev_limit)
-        if regression:
-            metrics = ("pearson", "spearman")
-        else:
-            metrics = ("accuracy", "f1") if len(labels) == 2 else ("accuracy",)
+        tags = {"multi_label": multi_label, "label_separator": label_separator}
+        train, labels = load_table(train_file, text_column, label_column, text_pair_column, regression, None, train_limit,
+                                   **tags)
+        dev, _ = load_table(dev_file, text_column, label_column, text_pair_column, regression, labels, dev_limit, **tags)
+        metrics = _file_metrics(regression, multi_label, labels)
         name = Path(train_file).stem if task in (None, "sst2") else task
         source = {"train_file": str(train_file), "dev_file": str(dev_file), "text_column": text_column,
                   **({"text_pair_column": text_pair_column} if text_pair_column else {}),
-                  "label_column": label_column, **({"regression": True} if regression else {})}
-        return TaskData(name, train, {"dev": dev}, metrics, labels, source)
+                  "label_column": label_column, **({"regression": True} if regression else {}),
+                  **({"multi_label": True, "label_separator": label_separator} if multi_label else {})}
+        return TaskData(name, train, {"dev": dev}, metrics, labels, source, multi_label=multi_label)
 
     spec = get_task(task or "sst2")
     if data_dir is None:
@@ -138,7 +169,10 @@ def recorded_dev_data(name: str, source: dict, label_names: list[str] | None, de
         raise DataError(f"the model's distil.json records no {', '.join(missing)} of its training files: "
                         "give --task (a GLUE task) to check on")
     regression = bool(source.get("regression")) or label_names is None
+    multi_label = bool(source.get("multi_label")) and not regression
     dev, _ = load_table(source["dev_file"], source["text_column"], source["label_column"],
-                        source.get("text_pair_column"), regression, label_names, dev_limit)
-    metrics = ("pearson", "spearman") if regression else ("accuracy", "f1") if len(label_names) == 2 else ("accuracy",)
-    return TaskData(name, dev.select([]), {"dev": dev}, metrics, None if regression else list(label_names), source)
+                        source.get("text_pair_column"), regression, label_names, dev_limit, multi_label=multi_label,
+                        label_separator=source.get("label_separator", "|"))
+    metrics = _file_metrics(regression, multi_label, label_names)
+    return TaskData(name, dev.select([]), {"dev": dev}, metrics, None if regression else list(label_names), source,
+                    multi_label=multi_label)

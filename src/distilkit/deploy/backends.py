@@ -3,13 +3,15 @@
     backend = load_backend("runs/sst2/student")          # "auto": ONNX int8 > ONNX fp32 > torch
     logits = backend(["a great film"])                    # numpy (batch, num_labels)
     results(logits, backend.id2label, backend.regression) # [{"label": "positive", "score": 0.97, ...}]
+    results(logits, backend.id2label, multi_label=True)   # tags: [{"labels": ["plot"], "scores": {...}}]
 
 Embedding models (a sentence-transformers folder, see models/pooling.py) give sentence embeddings instead:
 `backend.pooling` is set and `backend(texts)` is (batch, hidden) pooled over the last hidden state
 (mean / CLS / max, L2-normalised when the model's modules say so), in torch and in ONNX Runtime alike.
 
 `encode` (tokenising) and `forward` (the model alone) are separate so `distil bench` can time
-the model on fixed token ids. Labels come from the model config's id2label.
+the model on fixed token ids. Labels come from the model config's id2label; a multi-label model (tags) is one
+whose config has problem_type "multi_label_classification".
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from ..errors import UserError
 from ..hardware import num_cores
 from ..models.folders import check_model_dir, load_tokenizer, model_max_length, supported_config
+from ..tags import DEFAULT_THRESHOLD, MULTI_LABEL, sigmoid
 from ..models.pooling import Pooling, is_embedding_model, pool, pool_numpy, read_pooling
 
 ONNX_FP32 = "model.onnx"
@@ -47,7 +50,9 @@ class Backend:
         self.config = supported_config(model_dir)  # an unsupported family is refused by name first
         self.tokenizer = load_tokenizer(str(model_dir))
         self.max_length = max_length or model_max_length(model_dir, self.config)
-        self.regression = self.config.problem_type == "regression" or self.config.num_labels == 1
+        self.multi_label = self.config.problem_type == MULTI_LABEL
+        self.regression = not self.multi_label and (self.config.problem_type == "regression"
+                                                    or self.config.num_labels == 1)
         self.id2label = {int(k): v for k, v in self.config.id2label.items()}
         self.pooling = embedding_pooling(model_dir)
 
@@ -172,9 +177,33 @@ def predict_all(backend: Backend, texts: list[str], text_pairs: list[str] | None
     return logits
 
 
-def results(logits: np.ndarray, id2label: dict[int, str], regression: bool, all_scores: bool = False) -> list[dict]:
+def check_threshold(threshold: float | None, multi_label: bool) -> float:
+    """The threshold of a multi-label model (None: DEFAULT_THRESHOLD): a probability in [0, 1]; refused for
+    other models, which pick one label (or predict a number)."""
+    if threshold is None:
+        return DEFAULT_THRESHOLD
+    if not multi_label:
+        raise UserError(f"--threshold {threshold}: only multi-label models (tags) take a threshold; this model "
+                        "picks the one most probable label")
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"--threshold {threshold}: expected a probability between 0 and 1")
+    return float(threshold)
+
+
+def results(logits: np.ndarray, id2label: dict[int, str], regression: bool = False, all_scores: bool = False,
+            multi_label: bool = False, threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
     """Per row: `label` and `score` (softmax probability of the label; the raw value for regression),
-    with `all_scores` also `scores` ({label: probability})."""
+    with `all_scores` also `scores` ({label: probability}).
+
+    Multi-label models: `labels`, every label whose probability (sigmoid) is above `threshold`, most probable
+    first, and always `scores` ({label: probability}, in id order)."""
+    if multi_label:
+        out = []
+        for p in sigmoid(logits):
+            names = [id2label.get(j, str(j)) for j in range(len(p))]
+            over = sorted((j for j in range(len(p)) if p[j] > threshold), key=lambda j: (-p[j], j))
+            out.append({"labels": [names[j] for j in over], "scores": {n: float(v) for n, v in zip(names, p)}})
+        return out
     if regression:
         return [{"label": None, "score": float(row[0])} for row in logits]
     z = logits - logits.max(-1, keepdims=True)

@@ -35,6 +35,7 @@ from ..models.families import family_of
 from ..models.folders import ModelError, check_model_dir, is_pair_model, load_tokenizer, supported_config
 from ..models.loading import model_inputs
 from ..models.pooling import is_embedding_model
+from ..tags import MULTI_LABEL
 from .backends import ONNX_FP32, ONNX_INT8, OrtBackend, TorchBackend, predict_all
 
 OPSET = 17
@@ -127,16 +128,23 @@ def quantize_int8(fp32: Path, path: Path) -> None:
 
 def check_backends(reference, candidates: dict, data, batch_size: int = 32) -> dict:
     """Each candidate backend against the reference on `data`'s dev split(s): metrics, score,
-    drop in points, label agreement and the largest logit difference."""
+    drop in points, label agreement and the largest logit difference.
+
+    Multi-label tasks (`data.multi_label`): the metrics are the multi-label ones at the default threshold, and
+    label agreement is the share of rows whose set of labels over the threshold is the reference's."""
+    multi_label = getattr(data, "multi_label", False)
     splits = {name: (list(ds["text"]), list(ds["text_pair"]) if data.is_pair else None, np.asarray(ds["label"]))
               for name, ds in data.dev.items()}
 
     def run(backend):
         return {name: predict_all(backend, texts, pairs, batch_size) for name, (texts, pairs, _) in splits.items()}
 
+    def predicted(logits):
+        return predictions(logits, data.regression, multi_label)
+
     def scored(logits):
         metrics = evaluate_task_predictions(
-            data, {name: (predictions(lg, data.regression), splits[name][2]) for name, lg in logits.items()})
+            data, {name: (predicted(lg), splits[name][2]) for name, lg in logits.items()})
         return {**metrics, "score": task_score(metrics)}
 
     ref_logits = run(reference)
@@ -146,7 +154,12 @@ def check_backends(reference, candidates: dict, data, batch_size: int = 32) -> d
         logits = run(backend)
         got = scored(logits)
         ref_all, all_ = (np.concatenate(list(d.values())) for d in (ref_logits, logits))
-        agree = None if data.regression else float((ref_all.argmax(-1) == all_.argmax(-1)).mean())
+        if data.regression:
+            agree = None
+        elif multi_label:  # the whole set of labels over the threshold must match
+            agree = float((predicted(ref_all) == predicted(all_)).all(-1).mean())
+        else:
+            agree = float((ref_all.argmax(-1) == all_.argmax(-1)).mean())
         out[name] = {**got, "score_drop_points": (ref["score"] - got["score"]) * 100, "label_agreement": agree,
                      "max_abs_logit_diff": float(np.abs(ref_all - all_).max())}
     return out
@@ -189,6 +202,10 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
     model, tokenizer = load_eager(model_dir, embedding), load_tokenizer(str(model_dir))
     if not embedding and data is not None and model.config.num_labels != data.num_labels:
         raise ModelError(f"{model_dir} has {model.config.num_labels} outputs; task {data.name} needs {data.num_labels}")
+    if not embedding and data is not None and (model.config.problem_type == MULTI_LABEL) != getattr(data, "multi_label",
+                                                                                                  False):
+        raise ModelError(f"{model_dir} is {'a' if model.config.problem_type == MULTI_LABEL else 'not a'} multi-label "
+                         f"model, task {data.name} is {'' if getattr(data, 'multi_label', False) else 'not '}multi-label")
     out.mkdir(parents=True, exist_ok=True)
     if out.resolve() != model_dir.resolve():  # the ONNX folder runs on its own: config, tokenizer, distil.json
         model.config.save_pretrained(out)

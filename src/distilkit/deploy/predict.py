@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ConfigError, UserError
-from .backends import Backend, predict_all, results
+from .backends import Backend, check_threshold, predict_all, results
 
 
 FORMATS = ("auto", "lines", "jsonl")
@@ -91,10 +91,12 @@ def check_pairs(is_pair: bool | None, pairs: list[str] | None, model: str) -> No
 
 
 def predict(backend: Backend, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32,
-            all_scores: bool = False) -> list[dict]:
-    """One result ({label, score[, scores]}) per text, in input order."""
+            all_scores: bool = False, threshold: float | None = None) -> list[dict]:
+    """One result ({label, score[, scores]}) per text, in input order; for a multi-label model {labels, scores}:
+    every label whose probability is above `threshold` (default 0.5; other models take none)."""
+    threshold = check_threshold(threshold, backend.multi_label)
     logits = predict_all(backend, texts, pairs, batch_size)
-    return results(logits, backend.id2label, backend.regression, all_scores)
+    return results(logits, backend.id2label, backend.regression, all_scores, backend.multi_label, threshold)
 
 
 def write_jsonl(rows: list[dict], out=None) -> None:

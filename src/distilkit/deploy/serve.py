@@ -1,6 +1,7 @@
 """`distil serve`: an HTTP classifier or sentence encoder (FastAPI on uvicorn) with micro-batching.
 
     POST /v1/classify  {"texts": [...], "text_pairs": [...]?} → {"results": [{"label", "score", "scores"}]}
+                       (a multi-label model: [{"labels": every label over the threshold, "scores"}])
     POST /v1/embed     {"texts": [...]} → {"embeddings": [[...], ...], "dimension": d, "normalized": bool}
                        (embedding models; each endpoint answers 404 with a message on the other kind of model)
     GET  /health       model, backend, labels;  503 while shutting down
@@ -31,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
 from ..errors import ConfigError
 from ..models.folders import is_pair_model
-from .backends import Backend, load_backend, predict_all, results
+from ..tags import DEFAULT_THRESHOLD
+from .backends import Backend, check_threshold, load_backend, predict_all, results
 
 
 class ClassifyRequest(BaseModel):
@@ -46,8 +48,13 @@ class Result(BaseModel):
     scores: dict[str, float] | None = None
 
 
+class TagsResult(BaseModel):
+    labels: list[str]  # every label whose probability is above the threshold, most probable first
+    scores: dict[str, float]  # probability (sigmoid) of every label
+
+
 class ClassifyResponse(BaseModel):
-    results: list[Result]
+    results: list[Result | TagsResult]
 
 
 class EmbedRequest(BaseModel):
@@ -131,8 +138,9 @@ class Metrics:
 class Batcher:
     """One queue of texts, one worker task that batches them, one model thread."""
 
-    def __init__(self, backend: Backend, limits: Limits, metrics: Metrics):
+    def __init__(self, backend: Backend, limits: Limits, metrics: Metrics, threshold: float = DEFAULT_THRESHOLD):
         self.backend, self.limits, self.metrics = backend, limits, metrics
+        self.threshold = threshold
         self.queue: asyncio.Queue = asyncio.Queue()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")
         self.accepting = True
@@ -196,7 +204,8 @@ class Batcher:
                     self.metrics.batches += 1
                     self.metrics.batch_texts += len(live)
                     rows = ([row.tolist() for row in logits] if self.backend.embedding else
-                            results(logits, self.backend.id2label, self.backend.regression, all_scores=True))
+                            results(logits, self.backend.id2label, self.backend.regression, all_scores=True,
+                                    multi_label=self.backend.multi_label, threshold=self.threshold))
                     for (_, _, future), row in zip(live, rows):
                         if not future.done():
                             future.set_result(row)
@@ -275,18 +284,20 @@ def check_request(req: ClassifyRequest | EmbedRequest, limits: Limits, is_pair: 
 
 
 def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_length: int | None = None,
-               **limits) -> FastAPI:
+               threshold: float | None = None, **limits) -> FastAPI:
     """The FastAPI app for a model folder; `backend` is a name (see load_backend) or a Backend;
+    `threshold`: a multi-label model answers every label whose probability is above it (default 0.5);
     `limits` are the fields of Limits."""
     limits = Limits(**limits)
     model = backend if isinstance(backend, Backend) else load_backend(model_dir, backend, max_length)
+    threshold = check_threshold(threshold, model.multi_label)
     metrics = Metrics()
     is_pair = False if model.embedding else is_pair_model(model_dir)
     kind = "embedding" if model.embedding else "classifier"
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = Batcher(model, limits, metrics)
+        batcher = Batcher(model, limits, metrics, threshold)
         app.state.batcher = batcher
         worker = asyncio.create_task(batcher.run())
         yield
@@ -298,7 +309,7 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
 
     served = (f"embeddings of dimension {model.output_dim} ({model.pooling.mode} pooling"
               f"{', normalised' if model.pooling.normalize else ''}): POST /v1/embed" if model.embedding
-              else f"labels: {list(model.id2label.values())}: POST /v1/classify")
+              else f"{'tags' if model.multi_label else 'labels'}: {list(model.id2label.values())}: POST /v1/classify")
     app = FastAPI(title=f"distilkit {kind}", version="1", lifespan=lifespan,
                   description=f"{Path(model_dir).name} on {model.name}; {served}")
     request_schema = {"required": True, "content": {"application/json": {"schema": ClassifyRequest.model_json_schema()}}}
@@ -310,7 +321,8 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=errors,
               openapi_extra={"requestBody": request_schema})
     async def classify(request: Request):
-        """Label each text (with its text_pair for pair models): label, its probability, all probabilities."""
+        """Label each text (with its text_pair for pair models): label, its probability, all probabilities;
+        a multi-label model: every label over the threshold, all probabilities."""
         rows = await handle(request, ClassifyRequest, want_embedding=False)
         return {"results": rows}
 
@@ -352,7 +364,8 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
             raise HTTPException(503, "shutting down")
         return {"status": "ok", "model": str(model_dir), "kind": kind, "backend": model.name,
                 "labels": None if model.embedding else list(model.id2label.values()),
-                "dimension": model.output_dim if model.embedding else None, "is_pair": is_pair, "max_length": model.max_length, "limits": vars(limits)}
+                "dimension": model.output_dim if model.embedding else None, "is_pair": is_pair, "max_length": model.max_length, "limits": vars(limits),
+                **({"multi_label": True, "threshold": threshold} if model.multi_label else {})}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus(request: Request):
@@ -364,7 +377,7 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
 
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, backend: str = "auto",
-          max_length: int | None = None, access_log: bool = False, **limits) -> None:
+          max_length: int | None = None, access_log: bool = False, threshold: float | None = None, **limits) -> None:
     """Run the app on uvicorn (one process; the model runs in one thread beside the event loop).
 
     SIGTERM/Ctrl-C: uvicorn stops accepting, waits for open requests (up to timeout_s + 1), then the
@@ -373,6 +386,6 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, back
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port {port}: expected 0..65535")
-    app = create_app(model_dir, backend, max_length, **limits)
+    app = create_app(model_dir, backend, max_length, threshold, **limits)
     uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=int(Limits(**limits).timeout_s) + 1,
                 log_level="info", access_log=access_log)

@@ -162,6 +162,9 @@ def _loss(info: dict, regression: bool) -> str:
     d = info.get("distillation") or {}
     if regression:
         loss = f"L = {d.get('alpha')}·MSE(student, teacher) + (1 − {d.get('alpha')})·MSE(student, gold)"
+    elif (info.get("data") or {}).get("multi_label"):
+        loss = (f"multi-label (one sigmoid per tag): L = α·T²·BCE(student at temperature T, sigmoid(teacher logits / T)) "
+                f"+ (1 − α)·BCE(student, gold tags) with α = {d.get('alpha')}, T = {d.get('temperature')}")
     else:
         loss = (f"L = α·T²·KL(teacher ‖ student at temperature T) + (1 − α)·CE(student, gold) with "
                 f"α = {d.get('alpha')}, T = {d.get('temperature')}")

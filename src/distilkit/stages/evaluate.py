@@ -15,8 +15,10 @@ from ..data.task import TaskData, load_task_data, recorded_dev_data
 from ..deploy.backends import load_backend, predict_all
 from ..errors import UserError
 from ..metrics import evaluate_task_predictions, predictions, retrieval_metrics, sts_spearman, task_score
-from ..models.folders import ModelError, load_tokenizer, model_labels, supported_config
+from ..models.folders import ModelError, load_config, load_tokenizer, model_labels, supported_config
 from ..models.loading import load_classifier
+from ..tags import MULTI_LABEL
+from ..tags import MULTI_LABEL
 from ..train.common import encode, predict_logits
 
 
@@ -26,7 +28,7 @@ def dev_predictions(model, tokenizer, data: TaskData, max_length: int = 128, enc
     per_split = {}
     for name, ds in encoded_dev.items():
         logits = predict_logits(model, ds, tokenizer, description=f"evaluating on {data.name} {name}")
-        per_split[name] = (predictions(logits, data.regression), np.asarray(ds["label"]))
+        per_split[name] = (predictions(logits, data.regression, data.multi_label), np.asarray(ds["label"]))
     return per_split
 
 
@@ -90,6 +92,13 @@ def evaluate_folder(model_dir: str, data: TaskData, max_length: int = 128) -> di
     model = load_classifier(model_dir)
     if model.config.num_labels != data.num_labels:
         raise ModelError(f"{model_dir} has {model.config.num_labels} outputs; task {data.name} needs {data.num_labels}")
+    if (model.config.problem_type == MULTI_LABEL) != data.multi_label:
+        raise ModelError(f"{model_dir} is {'a multi-label' if not data.multi_label else 'not a multi-label'} model: "
+                         f"{'give' if not data.multi_label else 'drop'} --multi-label")
+    if data.multi_label:
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if names != data.label_names:
+            raise ModelError(f"{model_dir} was trained on the tags {names}, the training file has {data.label_names}")
     return evaluate_model(model, load_tokenizer(model_dir), data, max_length)
 
 
@@ -114,16 +123,18 @@ def embedding_evaluation(model_dir: str, teacher: str | None = None, compare: li
 
 def checking_data(model_dir: str | Path, task: str | None = None, data_dir: str | Path | None = None,
                   dev_file: str | Path | None = None, text_column: str = "text", text_pair_column: str | None = None,
-                  label_column: str = "label", dev_limit: int | None = None) -> TaskData:
+                  label_column: str = "label", dev_limit: int | None = None, label_separator: str = "|") -> TaskData:
     """The dev data a trained model is checked on: `dev_file` (read with the given columns) when given; else
     `task`, a GLUE task; else what its distil.json records: the user's own dev file it was trained with, or its
     GLUE task; else SST-2. A file's labels are read with the model's own label names, so ids match its outputs."""
     record, labels = read_record(model_dir), model_labels(model_dir)
     recorded = record.get("data", {})
     if dev_file is not None:
+        tags = load_config(str(model_dir)).problem_type == MULTI_LABEL  # the model says: one label, or tags
         source = {"dev_file": str(dev_file), "text_column": text_column,
                   **({"text_pair_column": text_pair_column} if text_pair_column else {}),
-                  "label_column": label_column, **({"regression": True} if labels is None else {})}
+                  "label_column": label_column, **({"regression": True} if labels is None else {}),
+                  **({"multi_label": True, "label_separator": label_separator} if tags else {})}
         return recorded_dev_data(record.get("task") or Path(dev_file).stem, source, labels, dev_limit)
     if task is None and "dev_file" in recorded:
         return recorded_dev_data(record["task"], recorded, labels, dev_limit)

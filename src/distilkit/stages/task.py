@@ -19,9 +19,10 @@ from ..data.augment import augment, embedding_neighbours, mine_pairs, texts_of, 
 from ..data.task import TaskData, load_task_data
 from ..errors import ConfigError
 from ..models.families import check_attention
-from ..models.folders import ModelError, has_classifier_head, load_tokenizer, supported_config
+from ..models.folders import ModelError, has_classifier_head, load_config, load_tokenizer, supported_config
 from ..models.loading import count_parameters, load_any, load_classifier, save_model
 from ..models.student import build_student, choose_layer_map
+from ..tags import MULTI_LABEL
 from ..train.common import TrainConfig, encode
 from ..train.task import DistillConfig, add_teacher_outputs, distill, finetune
 from .evaluate import evaluate_model
@@ -55,10 +56,26 @@ def _label_maps(data: TaskData) -> dict | None:
     return None if data.regression else dict(enumerate(data.label_names))
 
 
+def problem_type(data: TaskData) -> str:
+    """The model config's `problem_type` for `data` (transformers picks the fine-tuning loss by it)."""
+    return "regression" if data.regression else MULTI_LABEL if data.multi_label else "single_label_classification"
+
+
+def _other_kind(path: str, data: TaskData) -> str | None:
+    """Why the task model at `path` does not fit `data` (trained for tags on single-label data, or the other
+    way round), or None when it fits or its config does not say."""
+    recorded = load_config(path).problem_type
+    if (recorded == MULTI_LABEL) == data.multi_label or recorded not in (MULTI_LABEL, "single_label_classification"):
+        return None
+    kind = "multi-label (tags)" if recorded == MULTI_LABEL else "single-label"
+    hint = "drop --multi-label" if recorded == MULTI_LABEL else "fine-tune it with --multi-label"
+    return f"{path} is a {kind} classifier, but {data.name} is {'multi' if data.multi_label else 'single'}-label: {hint}"
+
+
 def _task_model(path: str, data: TaskData):
     """A classifier (or regressor) for `data`, with a new head when the folder has none that fits."""
     model = load_classifier(path, num_labels=data.num_labels, id2label=_label_maps(data))
-    model.config.problem_type = "regression" if data.regression else "single_label_classification"
+    model.config.problem_type = problem_type(data)
     return model
 
 
@@ -88,7 +105,7 @@ def finetune_teacher(teacher: str, data: TaskData, cfg: TrainConfig, out: Path, 
     """`distil finetune`: train the teacher on the task (skipped when it already has a fitting head)."""
     supported_config(teacher)
     with atomic_output_dir(out, overwrite, resume) as tmp:
-        skip = not force and has_classifier_head(teacher, data.num_labels)
+        skip = not force and has_classifier_head(teacher, data.num_labels) and _other_kind(teacher, data) is None
         tokenizer = load_tokenizer(teacher)
         model = _task_model(teacher, data)
         train_ds = encode(data.train, tokenizer, cfg.max_length)
@@ -155,6 +172,8 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
             check_attention(config, "--attention-weight")
     if not has_classifier_head(teacher, data.num_labels):
         raise ModelError(f"{teacher} has no {data.num_labels}-output task head: fine-tune it first (distil finetune)")
+    if (mismatch := _other_kind(teacher, data)) is not None:
+        raise ModelError(mismatch)
     if dcfg.mined_pairs and not data.is_pair:
         raise ConfigError(f"--mined-pairs {dcfg.mined_pairs}: {data.name} has one text per row; mined pairs need a "
                           "pair task (columns text and text_pair)")
@@ -185,7 +204,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
         online = teacher_model if dcfg.online_teacher else None  # intermediate-layer losses: teacher runs online
         del teacher_model
         seconds = distill(student_model, tokenizer, with_outputs, cfg, dcfg, data.regression, tmp / "checkpoints", resume,
-                          teacher=online)
+                          teacher=online, multi_label=data.multi_label)
         metrics = evaluate_model(student_model, tokenizer, data, cfg.max_length)
         info = {
             "stage": "task-distillation",

@@ -2,6 +2,8 @@
 
 Distillation loss (Hinton et al. 2015; Sanh et al. 2019):
   classification  α·T²·KL(teacher‖student at T) + (1−α)·CE(gold)
+  multi-label     α·T²·BCE(student at T, sigmoid(teacher logits / T)) + (1−α)·BCE(gold), per label
+                  (one sigmoid per tag; losses.multilabel_distillation)
   regression      α·MSE(teacher prediction) + (1−α)·MSE(gold)
   optional        + β·(1 − cos) between student and teacher final [CLS] states
   optional        + γ·mean over student layers of MSE(student hidden states, teacher's at the
@@ -88,10 +90,12 @@ def matching_attention_layers(student_layers: int, teacher_layers: int) -> list[
 class DistillationTrainer(Trainer):
     """`Trainer` whose loss distils from teacher outputs stored in the batch."""
 
-    def __init__(self, *args, distill: DistillConfig, regression: bool, teacher=None, **kwargs):
+    def __init__(self, *args, distill: DistillConfig, regression: bool, teacher=None, multi_label: bool = False,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.distill = distill
         self.regression = regression
+        self.multi_label = multi_label
         self.teacher = teacher
         if distill.online_teacher:
             if teacher is None:
@@ -124,6 +128,11 @@ class DistillationTrainer(Trainer):
         d = self.distill
         if self.regression:
             loss = losses.regression_distillation(outputs.logits, teacher_logits, labels, d.alpha)
+        elif self.multi_label:
+            terms = losses.multilabel_distillation(outputs.logits, teacher_logits, labels, d.alpha, d.temperature)
+            loss = terms["loss"]
+            self._terms["loss_kd"].append(terms["kd"].item())
+            self._terms["loss_bce"].append(terms["bce"].item())
         else:
             terms = losses.classification_distillation(outputs.logits, teacher_logits, labels, d.alpha, d.temperature)
             loss = terms["loss"]
@@ -197,11 +206,12 @@ def add_teacher_outputs(teacher, tokenizer, train_ds, with_cls: bool = False, ba
 
 def distill(
     student, tokenizer, train_ds, cfg: TrainConfig, dcfg: DistillConfig, regression: bool, work_dir: Path,
-    resume: bool = False, teacher=None,
+    resume: bool = False, teacher=None, multi_label: bool = False,
 ) -> float:
     """Train `student` on a dataset carrying `teacher_logits`; returns training seconds.
 
-    `teacher` is needed only for the intermediate-layer loss (`dcfg.hidden_weight` > 0)."""
+    `teacher` is needed only for the intermediate-layer loss (`dcfg.hidden_weight` > 0). `multi_label`: the
+    labels are 0/1 rows, one per tag (NaN rows: no gold), and the loss is `losses.multilabel_distillation`."""
     if "teacher_logits" not in train_ds.column_names:
         raise ValueError("train_ds has no teacher_logits column: call add_teacher_outputs first")
     trainer = DistillationTrainer(
@@ -212,5 +222,6 @@ def distill(
         distill=dcfg,
         regression=regression,
         teacher=teacher,
+        multi_label=multi_label,
     )
     return _run_trainer(trainer, work_dir, resume)
