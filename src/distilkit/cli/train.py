@@ -8,9 +8,10 @@ from typing import Optional
 import typer
 
 from ..errors import ConfigError
-from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LayersOpt, NumLayersOpt, OverwriteOpt, PairColOpt,
-                     RegressionOpt, ResumeOpt, TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, cache_root,
-                     command, console, print_metrics, print_params, teacher_path)
+from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LayersOpt, LoggingStepsOpt, NumLayersOpt,
+                     OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt, TaskOpt, TeacherOpt, TextColOpt,
+                     TrainFileOpt, TrainLimitOpt, cache_root, command, console, print_metrics, print_params,
+                     teacher_path)
 
 
 @command()
@@ -40,6 +41,7 @@ def finetune(
     epochs: float = 2.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: when supported)."),
     force: bool = typer.Option(False, "--force", help="Fine-tune even when the teacher already has a task head."),
+    save_steps: int = SaveStepsOpt, logging_steps: int = LoggingStepsOpt,
     overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
 ):
     """Fine-tune the teacher on a task (skipped when it already has a fitting head)."""
@@ -50,7 +52,8 @@ def finetune(
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
                        train_limit=train_limit, dev_limit=dev_limit)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16,
+                      save_steps=save_steps, logging_steps=logging_steps)
     info = finetune_teacher(teacher_path(teacher), d, cfg, out, overwrite=overwrite, resume=resume, force=force)
     print_metrics(f"{d.name} dev", {"teacher": info["metrics"]})
 
@@ -84,6 +87,7 @@ def task_cmd(
     epochs: float = 3.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     cache_dir: Optional[Path] = typer.Option(None, help="Where teacher outputs are cached (default ~/.cache/distilkit)."),
+    save_steps: int = SaveStepsOpt, logging_steps: int = LoggingStepsOpt,
     overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
 ):
     """Task distillation: soft targets of the fine-tuned teacher (cached) + gold labels."""
@@ -98,7 +102,8 @@ def task_cmd(
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
                        train_limit=train_limit, dev_limit=dev_limit, unlabeled=unlabeled)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16,
+                      save_steps=save_steps, logging_steps=logging_steps)
     info = distil_task(teacher_path(teacher), d, cfg, dcfg, out, cache_dir or cache_root(), student=student_dir,
                        layers=layers, num_layers=num_layers, overwrite=overwrite, resume=resume)
     print_metrics(f"{d.name} dev", {"student": info["metrics"]})
