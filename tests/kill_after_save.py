@@ -3,9 +3,8 @@
     python kill_after_save.py STEP distil-arguments...
 
 Every `transformers.Trainer` gets a callback that kills the process on the save of step STEP (after the Trainer
-has written the whole checkpoint, trainer_state.json last): a kill at a known point, with no race against a
-watching test. Any other training loop of distilkit that checkpoints calls `distilkit.train.common.on_checkpoint`
-hooks, if it has any (see below).
+has written the whole checkpoint, trainer_state.json last), and `distil embed`'s own loop is killed right after
+its `save_checkpoint` of step STEP returns: a kill at a known point, with no race against a watching test.
 """
 
 import os
@@ -32,6 +31,20 @@ def init(self, *args, **kwargs):
 
 
 Trainer.__init__ = init
+
+import distilkit.train.embedding as embedding  # noqa: E402
+
+_save_checkpoint = embedding.save_checkpoint
+
+
+def save_checkpoint(folder, step, *args, **kwargs):
+    written = _save_checkpoint(folder, step, *args, **kwargs)
+    if step == kill_step:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return written
+
+
+embedding.save_checkpoint = save_checkpoint
 
 from distilkit.cli import app  # noqa: E402
 

@@ -1,6 +1,7 @@
-"""Exact resume of the Trainer stages through the CLI on tiny random models: a run SIGKILLed right after a
-checkpoint, then resumed with --resume, logs the same loss and grad norm at every step as a run that was never
-stopped, and ends with the same weights and dev metrics."""
+"""Exact resume through the CLI on tiny random models, for the Trainer stages (teacher fine-tuning, task
+distillation) and `distil embed`'s own loop: a run SIGKILLed right after a checkpoint, then resumed with --resume,
+logs the same loss and grad norm at every step as a run that was never stopped, and ends with the same weights
+(and dev metrics)."""
 
 from __future__ import annotations
 
@@ -101,3 +102,41 @@ def test_task_distillation_with_perturbed_copies_resumes_exactly_after_sigkill(f
     assert "teacher outputs: reusing" in resumed.output
     info = json.loads((tmp_path / "killed" / "distil.json").read_text())
     assert info["transfer_examples"] == 192 and info["resumed_from"] == "checkpoint-30"
+
+
+def test_embedding_distillation_resumes_exactly_after_sigkill(tmp_path):
+    from safetensors.torch import load_file
+
+    from .conftest import sentences
+    from .deploy_fixtures import make_embedding_teacher
+
+    teacher = make_embedding_teacher(tmp_path / "teacher")
+    (tmp_path / "corpus.txt").write_text("\n".join(s for s, _ in sentences(200, seed=3)) + "\n")
+    # 200 sentences, 13 batches of 16 per epoch, 2 epochs: killed 7 steps into the second.
+    args = ["embed", "--teacher", teacher, "--corpus", tmp_path / "corpus.txt", "--num-layers", "2", "--epochs", "2",
+            "--batch-size", "16", "--lr", "1e-3", "--max-length", "32", "--save-steps", "5", "--logging-steps", "1"]
+    full = cli(*args, "--out", tmp_path / "full", "--cache-dir", tmp_path / "cache-full")
+    assert full.exit_code == 0, full.output
+
+    out, killed = tmp_path / "killed", [*args, "--cache-dir", tmp_path / "cache"]
+    log = tmp_path / "killed.log"
+    with open(log, "w") as fh:
+        proc = subprocess.run([sys.executable, str(TESTS / "kill_after_save.py"), "20", *map(str, killed), "--out",
+                               str(out)], env=child_env(), stdout=fh, stderr=subprocess.STDOUT, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, log.read_text()
+    checkpoints = tmp_path / ".killed.partial" / "checkpoints"
+    assert not out.exists() and sorted(p.name for p in checkpoints.iterdir()) == ["step-20"]
+    (checkpoints / ".step-25.tmp").mkdir()  # a kill while writing the next checkpoint: never renamed into place
+    (checkpoints / ".step-25.tmp" / "model.safetensors").write_bytes(b"truncated")
+
+    resumed = cli(*killed, "--out", out, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    a, b = (json.loads((p / "distil.json").read_text())["train"] for p in (tmp_path / "full", out))
+    assert a["resumed_from"] is None and b["resumed_from"] == "step-20"
+    assert [h["step"] for h in a["history"]] == [h["step"] for h in b["history"]] == list(range(1, 27))
+    for x, y in zip(a["history"], b["history"]):
+        for key in ("loss", "mse", "cos", "sim", "grad_norm", "lr"):
+            assert y[key] == pytest.approx(x[key], rel=1e-6, abs=0), f"{key} at step {x['step']}"
+    wa, wb = load_file(tmp_path / "full" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], rtol=0, atol=1e-6) for k in wa)
+    assert not (tmp_path / ".killed.partial").exists() and not (out / "checkpoints").exists()

@@ -123,16 +123,21 @@ def embed(
     cos_weight: float = typer.Option(1.0, help="Weight of 1 - cos(student, teacher)."),
     sim_weight: float = typer.Option(1.0, help="Weight of the MSE between in-batch cosine-similarity matrices."),
     cache_dir: Optional[Path] = typer.Option(None, help="Where teacher embeddings are cached (default ~/.cache/distilkit/embed)."),
-    overwrite: bool = OverwriteOpt,
+    save_steps: int = SaveStepsOpt,
+    logging_steps: int = typer.Option(100, "--logging-steps", help="Log the loss every N steps."),
+    overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
 ):
     """Distil a sentence-embedding teacher into a smaller student on unlabelled sentences (no labels used)."""
     from ..stages.embedding import distil_embeddings
     from ..train.embedding import EmbedConfig
 
     cfg = EmbedConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed,
-                      warmup=warmup, mse_weight=mse_weight, cos_weight=cos_weight, sim_weight=sim_weight)
+                      warmup=warmup, mse_weight=mse_weight, cos_weight=cos_weight, sim_weight=sim_weight,
+                      logging_steps=logging_steps)
     info = distil_embeddings(teacher_path(teacher), corpus, out, cfg, layers=layers, num_layers=num_layers,
-                             cache_dir=cache_dir or cache_root() / "embed", overwrite=overwrite, say=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
+                             cache_dir=cache_dir or cache_root() / "embed", overwrite=overwrite,
+                             say=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
+                             save_steps=save_steps, resume=resume)
     trained = f"{info['train']['steps']} steps in {info['train']['seconds']:.0f} s" if info["train"] else "untrained"
     console.print(f"embedding student ({info['student_type']}, teacher layers {info['layer_map']}, {trained}) → {out}")
 
