@@ -44,6 +44,9 @@ LayersOpt = typer.Option(None, "--layers", help="alternate (default) | first-k |
 NumLayersOpt = typer.Option(None, "--num-layers", help="Student depth for first-k/uniform (default: half the teacher).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing output folder.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint.")
+SaveStepsOpt = typer.Option(500, "--save-steps", help="Write a checkpoint every N optimizer steps (what --resume "
+                                                      "continues from).")
+LoggingStepsOpt = typer.Option(50, "--logging-steps", help="Log the loss every N optimizer steps.")
 BackendOpt = typer.Option("auto", "--backend", "-b",
                           help="auto (ONNX int8 > ONNX fp32 > torch) | torch | torch-bf16 | onnx | onnx-int8.")
 MaxLengthOpt = typer.Option(None, "--max-length", help="Truncate to N tokens (default: the training length, else 128).")

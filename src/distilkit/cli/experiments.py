@@ -9,9 +9,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, MultiLabelOpt, NumLayersOpt,
-                     OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt,
-                     TrainLimitOpt, command, console, int_list, print_metrics, teacher_path)
+from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, LoggingStepsOpt,
+                     MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt,
+                     TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, command, console, int_list,
+                     print_metrics, teacher_path)
 
 # Defaults of `distil run`: chosen so the whole run fits in 20 minutes on 2 CPU cores (README).
 RUN_TRAIN_LIMIT = 20000
@@ -103,6 +104,7 @@ def run(
     lr: float = 5e-5, batch_size: int = 32, max_length: int = 128, seed: int = 42,
     alpha: float = 0.5, temperature: float = 2.0, cls_weight: float = 0.0,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
+    save_steps: int = SaveStepsOpt, logging_steps: int = LoggingStepsOpt,
     overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
 ):
     """The whole pipeline: fine-tune teacher → student → distil → baseline → evaluate → report."""
@@ -119,7 +121,8 @@ def run(
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
                        train_limit=train_limit or None, dev_limit=dev_limit, multi_label=multi_label,
                        label_separator=label_separator)
-    shared = {"batch_size": batch_size, "max_length": max_length, "seed": seed, "bf16": bf16}
+    shared = {"batch_size": batch_size, "max_length": max_length, "seed": seed, "bf16": bf16, "save_steps": save_steps,
+              "logging_steps": logging_steps}
     metrics = run_pipeline(teacher_path(teacher), d, out, TrainConfig(epochs=teacher_epochs, learning_rate=teacher_lr, **shared),
                            TrainConfig(epochs=epochs, learning_rate=lr, **shared), dcfg, layers=layers,
                            num_layers=num_layers, overwrite=overwrite, resume=resume)

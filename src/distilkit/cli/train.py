@@ -8,9 +8,10 @@ from typing import Optional
 import typer
 
 from ..errors import ConfigError
-from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, MultiLabelOpt, NumLayersOpt,
-                     OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt,
-                     TrainLimitOpt, cache_root, command, console, print_metrics, print_params, teacher_path)
+from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, LoggingStepsOpt,
+                     MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt,
+                     TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, cache_root, command, console,
+                     print_metrics, print_params, teacher_path)
 
 
 @command()
@@ -40,6 +41,7 @@ def finetune(
     epochs: float = 2.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: when supported)."),
     force: bool = typer.Option(False, "--force", help="Fine-tune even when the teacher already has a task head."),
+    save_steps: int = SaveStepsOpt, logging_steps: int = LoggingStepsOpt,
     overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
 ):
     """Fine-tune the teacher on a task (skipped when it already has a fitting head)."""
@@ -51,7 +53,8 @@ def finetune(
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
                        train_limit=train_limit, dev_limit=dev_limit, multi_label=multi_label,
                        label_separator=label_separator)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16,
+                      save_steps=save_steps, logging_steps=logging_steps)
     info = finetune_teacher(teacher_path(teacher), d, cfg, out, overwrite=overwrite, resume=resume, force=force)
     print_metrics(f"{d.name} dev", {"teacher": info["metrics"]})
 
@@ -85,6 +88,7 @@ def task_cmd(
     epochs: float = 3.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     cache_dir: Optional[Path] = typer.Option(None, help="Where teacher outputs are cached (default ~/.cache/distilkit)."),
+    save_steps: int = SaveStepsOpt, logging_steps: int = LoggingStepsOpt,
     overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
 ):
     """Task distillation: soft targets of the fine-tuned teacher (cached) + gold labels."""
@@ -100,7 +104,8 @@ def task_cmd(
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
                        train_limit=train_limit, dev_limit=dev_limit, unlabeled=unlabeled, multi_label=multi_label,
                        label_separator=label_separator)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16,
+                      save_steps=save_steps, logging_steps=logging_steps)
     info = distil_task(teacher_path(teacher), d, cfg, dcfg, out, cache_dir or cache_root(), student=student_dir,
                        layers=layers, num_layers=num_layers, overwrite=overwrite, resume=resume)
     print_metrics(f"{d.name} dev", {"student": info["metrics"]})
@@ -120,16 +125,21 @@ def embed(
     cos_weight: float = typer.Option(1.0, help="Weight of 1 - cos(student, teacher)."),
     sim_weight: float = typer.Option(1.0, help="Weight of the MSE between in-batch cosine-similarity matrices."),
     cache_dir: Optional[Path] = typer.Option(None, help="Where teacher embeddings are cached (default ~/.cache/distilkit/embed)."),
-    overwrite: bool = OverwriteOpt,
+    save_steps: int = SaveStepsOpt,
+    logging_steps: int = typer.Option(100, "--logging-steps", help="Log the loss every N steps."),
+    overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
 ):
     """Distil a sentence-embedding teacher into a smaller student on unlabelled sentences (no labels used)."""
     from ..stages.embedding import distil_embeddings
     from ..train.embedding import EmbedConfig
 
     cfg = EmbedConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed,
-                      warmup=warmup, mse_weight=mse_weight, cos_weight=cos_weight, sim_weight=sim_weight)
+                      warmup=warmup, mse_weight=mse_weight, cos_weight=cos_weight, sim_weight=sim_weight,
+                      logging_steps=logging_steps)
     info = distil_embeddings(teacher_path(teacher), corpus, out, cfg, layers=layers, num_layers=num_layers,
-                             cache_dir=cache_dir or cache_root() / "embed", overwrite=overwrite, say=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
+                             cache_dir=cache_dir or cache_root() / "embed", overwrite=overwrite,
+                             say=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
+                             save_steps=save_steps, resume=resume)
     trained = f"{info['train']['steps']} steps in {info['train']['seconds']:.0f} s" if info["train"] else "untrained"
     console.print(f"embedding student ({info['student_type']}, teacher layers {info['layer_map']}, {trained}) → {out}")
 

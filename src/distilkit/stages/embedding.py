@@ -9,17 +9,19 @@
 
 The student is trained on the pooled, *unnormalised* output (what the teacher's Pooling module gives);
 the cosine and similarity terms are scale-free, and a Normalize module is written when the teacher has one.
+Training checkpoints into .OUT.partial/checkpoints; `resume` continues an interrupted run from the newest one.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import atomic_output_dir, check_output, fingerprint
+from ..artifacts import check_output, fingerprint, publish, start_partial
 from ..data.sentences import load_sentences
 from ..models.folders import load_tokenizer, supported_config
 from ..models.loading import count_parameters, load_encoder, save_model
@@ -66,9 +68,12 @@ def teacher_embeddings(teacher_dir: str, pooling: Pooling, ids: list[list[int]],
 
 def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: EmbedConfig,
                       layers: str | list[int] | None = None, num_layers: int | None = None,
-                      cache_dir: Path | None = None, overwrite: bool = False, say=print) -> dict:
+                      cache_dir: Path | None = None, overwrite: bool = False, say=print, save_steps: int = 500,
+                      resume: bool = False) -> dict:
     """`distil embed`: student from the teacher, trained on the corpus' sentences to match the teacher's
-    embeddings (no labels); cfg.epochs 0 writes the untrained truncated student. Returns distil.json's content."""
+    embeddings (no labels); cfg.epochs 0 writes the untrained truncated student. Returns distil.json's content.
+
+    Training writes a checkpoint every `save_steps` steps; with `resume` it continues from the newest one."""
     check_output(out, overwrite)
     choose_layer_map(supported_config(teacher), layers, num_layers)  # a bad family or --layers fails before loading
     start = time.perf_counter()
@@ -85,15 +90,20 @@ def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: Em
         ids = tokenize(tokenizer, sentences, cfg.max_length)
         targets, cache = teacher_embeddings(teacher, pooling, ids, sentences, cfg.max_length,
                                             tokenizer.pad_token_id, cache_dir)
-        log = train_student(student, ids, targets, tokenizer.pad_token_id, pooling.mode, cfg)
+        tmp = start_partial(out, overwrite, resume)  # kept by a failure, for --resume
+        log = train_student(student, ids, targets, tokenizer.pad_token_id, pooling.mode, cfg,
+                            checkpoints=tmp / "checkpoints", save_steps=save_steps, resume=resume)
+        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
         info.update(corpus={"sources": sources, "sentences": len(sentences),
                             "tokens": int(sum(len(r) for r in ids))},
-                    teacher_embeddings=cache, train={"steps": log.steps, "seconds": log.seconds, "history": log.history})
+                    teacher_embeddings=cache, train={"steps": log.steps, "seconds": log.seconds, "history": log.history,
+                                                     "resumed_from": log.resumed_from})
     else:
+        tmp = start_partial(out, overwrite)
         info["train"] = None  # the truncated student, untrained
     info["seconds"] = round(time.perf_counter() - start, 1)
-    with atomic_output_dir(out, overwrite) as tmp:
-        save_embedding_model(student, tokenizer, tmp, pooling, cfg.max_length, info)
+    save_embedding_model(student, tokenizer, tmp, pooling, cfg.max_length, info)
+    publish(tmp, Path(out), overwrite)
     return info
 
 

@@ -3,18 +3,22 @@ fine-tuned on the task, task distillation, the hard-label baseline; and `task_st
 
 A stage folder is a `save_pretrained` model + tokenizer (safetensors) and `distil.json` (what made it: inputs,
 config, metrics, seconds, versions). Stages write to a temporary folder and rename it into place, so a folder
-that exists is a finished stage.
+that exists is a finished stage. A training stage checkpoints into TMP/checkpoints; with `resume` an interrupted
+one continues from its last complete checkpoint exactly as if never stopped (same seed: same data order, dropout,
+perturbed copies and mined pairs), and its log of every logged step is kept as train_log.json.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 import datasets
 from rich.console import Console
+from transformers import set_seed
 
-from ..artifacts import atomic_output_dir, fingerprint, read_record
+from ..artifacts import atomic_output_dir, fingerprint, read_record, write_json
 from ..data.augment import augment, embedding_neighbours, mine_pairs, texts_of, words_of
 from ..data.task import TaskData, load_task_data
 from ..errors import ConfigError
@@ -24,7 +28,7 @@ from ..models.loading import count_parameters, load_any, load_classifier, save_m
 from ..models.student import build_student, choose_layer_map
 from ..tags import MULTI_LABEL
 from ..train.common import TrainConfig, encode
-from ..train.task import DistillConfig, add_teacher_outputs, distill, finetune
+from ..train.task import DistillConfig, TrainRun, add_teacher_outputs, distill, finetune
 from .evaluate import evaluate_model
 from .reuse import reuse_or_run
 
@@ -79,6 +83,17 @@ def _task_model(path: str, data: TaskData):
     return model
 
 
+def _trained(tmp: Path, run: TrainRun | None) -> dict:
+    """After a stage's training and evaluation: its checkpoints removed, its log written to train_log.json;
+    returns what distil.json records of the run."""
+    shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+    if run is None:  # nothing trained
+        return {"train_seconds": 0.0}
+    write_json(tmp / "train_log.json", {"steps": run.steps, "resumed_from": run.resumed_from,
+                                        "log_history": run.log_history})
+    return run.record()
+
+
 def make_student(teacher: str, out: Path, layers: str | None = None, num_layers: int | None = None,
                  overwrite: bool = False) -> dict:
     """`distil student`: copy chosen teacher layers into a smaller model; returns distil.json."""
@@ -107,15 +122,17 @@ def finetune_teacher(teacher: str, data: TaskData, cfg: TrainConfig, out: Path, 
     with atomic_output_dir(out, overwrite, resume) as tmp:
         skip = not force and has_classifier_head(teacher, data.num_labels) and _other_kind(teacher, data) is None
         tokenizer = load_tokenizer(teacher)
+        set_seed(cfg.seed)  # a new head starts the same in every run of this configuration
         model = _task_model(teacher, data)
         train_ds = encode(data.train, tokenizer, cfg.max_length)
         if skip:
             console.print(f"{teacher} already has a {data.num_labels}-output head: fine-tuning skipped (--force to redo)")
-            seconds = 0.0
+            run = None
         else:
             console.print(f"fine-tuning the teacher on {data.name} ({len(train_ds)} examples)")
-            seconds = finetune(model, tokenizer, train_ds, cfg, tmp / "checkpoints", resume)
+            run = finetune(model, tokenizer, train_ds, cfg, tmp / "checkpoints", resume)
         metrics = evaluate_model(model, tokenizer, data, cfg.max_length)
+        trained = _trained(tmp, run)
         info = {
             "stage": "finetune",
             "teacher": str(teacher),
@@ -124,7 +141,7 @@ def finetune_teacher(teacher: str, data: TaskData, cfg: TrainConfig, out: Path, 
             "train_examples": len(train_ds),
             "config": cfg.to_dict(),
             "skipped": skip,
-            "train_seconds": seconds,
+            **trained,
             "parameters": count_parameters(model),
             "metrics": metrics,
         }
@@ -179,6 +196,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
                           "pair task (columns text and text_pair)")
     with atomic_output_dir(out, overwrite, resume) as tmp:
         tokenizer = load_tokenizer(teacher)
+        set_seed(cfg.seed)  # a new head starts the same in every run of this configuration
         teacher_model = _task_model(teacher, data).eval()
         if student is None:
             layer_map = choose_layer_map(teacher_model.config, layers, num_layers)
@@ -203,9 +221,10 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
                                                                cfg.max_length, dcfg.cls_weight > 0, cache_dir)
         online = teacher_model if dcfg.online_teacher else None  # intermediate-layer losses: teacher runs online
         del teacher_model
-        seconds = distill(student_model, tokenizer, with_outputs, cfg, dcfg, data.regression, tmp / "checkpoints", resume,
-                          teacher=online, multi_label=data.multi_label)
+        run = distill(student_model, tokenizer, with_outputs, cfg, dcfg, data.regression, tmp / "checkpoints", resume,
+                      teacher=online, multi_label=data.multi_label)
         metrics = evaluate_model(student_model, tokenizer, data, cfg.max_length)
+        trained = _trained(tmp, run)
         info = {
             "stage": "task-distillation",
             "teacher": str(teacher),
@@ -217,7 +236,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
             "transfer_examples": len(train_ds),
             "config": cfg.to_dict(),
             "distillation": dcfg.to_dict(),
-            "train_seconds": seconds,
+            **trained,
             "teacher_outputs_seconds": teacher_seconds,
             "parameters": count_parameters(student_model),
             "metrics": metrics,
@@ -232,10 +251,12 @@ def train_baseline(student: str, data: TaskData, cfg: TrainConfig, out: Path, ov
     supported_config(student)
     with atomic_output_dir(out, overwrite, resume) as tmp:
         tokenizer = load_tokenizer(student)
+        set_seed(cfg.seed)  # a new head starts the same in every run of this configuration
         model = _task_model(student, data)
         train_ds = encode(data.train, tokenizer, cfg.max_length)
-        seconds = finetune(model, tokenizer, train_ds, cfg, tmp / "checkpoints", resume)
+        run = finetune(model, tokenizer, train_ds, cfg, tmp / "checkpoints", resume)
         metrics = evaluate_model(model, tokenizer, data, cfg.max_length)
+        trained = _trained(tmp, run)
         info = {
             "stage": "baseline",
             "student_init": str(student),
@@ -243,7 +264,7 @@ def train_baseline(student: str, data: TaskData, cfg: TrainConfig, out: Path, ov
             "data": data.source,
             "train_examples": len(train_ds),
             "config": cfg.to_dict(),
-            "train_seconds": seconds,
+            **trained,
             "parameters": count_parameters(model),
             "metrics": metrics,
         }

@@ -12,7 +12,9 @@ from typing import Callable, TypeVar
 import numpy as np
 import torch
 from rich.progress import Progress
-from transformers import DataCollatorWithPadding, TrainingArguments
+from torch.utils.data import Sampler
+from transformers import DataCollatorWithPadding, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from ..hardware import bf16_supported
 from ..models.families import check_attention
@@ -140,6 +142,43 @@ def training_arguments(cfg: TrainConfig, output_dir: Path) -> TrainingArguments:
         dataloader_num_workers=0,
         disable_tqdm=os.environ.get("DISTILKIT_QUIET") == "1",
     )
+
+
+class EpochSampler(Sampler):
+    """Length-grouped shuffling seeded by (seed, epoch): the same order after a resume and in every process.
+
+    (The Trainer's own length-grouped sampler draws from the global RNG at the start of each epoch, which a
+    resumed run has in another state then: its resumed epoch would see other batches.)"""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+def epoch_sampler(args: TrainingArguments, ds) -> EpochSampler:
+    """The seeded training order of a Trainer on `ds` (its `length` column, else the length of `input_ids`)."""
+    lengths = list(ds["length"]) if "length" in ds.column_names else [len(x) for x in ds["input_ids"]]
+    seed = args.data_seed if args.data_seed is not None else args.seed
+    return EpochSampler(lengths, args.train_batch_size * args.gradient_accumulation_steps, seed)
+
+
+class LogAtCheckpoints(TrainerCallback):
+    """Log at every checkpoint too, so no running average (the loss, the loss terms) spans a checkpoint: a
+    run resumed from one logs the same values as a run that was never stopped."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+        return control
 
 
 def last_checkpoint(work_dir: Path) -> str | None:

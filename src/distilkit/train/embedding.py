@@ -1,12 +1,24 @@
 """Embedding distillation's training loop: the student alone learns to match the teacher's pooled sentence
-embeddings (MSE + 1 − cos + in-batch similarity MSE), AdamW with linear warm-up and decay, length-grouped batches."""
+embeddings (MSE + 1 − cos + in-batch similarity MSE), AdamW with linear warm-up and decay, length-grouped batches.
+
+With a checkpoint folder it writes a checkpoint every `save_steps` steps, step-N/: the student's weights
+(model.safetensors), the optimizer state (optimizer.pt, read back with `torch.load(weights_only=True)`), the
+torch RNG that drives dropout (rng.safetensors), and state.json: the step, the epoch and the position in it, the
+batch order's generator as it was at the start of that epoch, the scheduler, the running loss averages and the
+log. A checkpoint is written into a hidden folder and renamed, so step-N/ is always complete. Resumed from one,
+training goes on exactly as it would have without the interruption.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,6 +80,55 @@ class TrainLog:
     steps: int = 0
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+    resumed_from: str | None = None
+
+
+def _checkpoint_steps(folder: Path) -> list[int]:
+    return sorted(int(m.group(1)) for p in Path(folder).glob("step-*") if (m := re.fullmatch(r"step-(\d+)", p.name)))
+
+
+def last_embed_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint in `folder` (every step-N/ is complete: they are renamed into place)."""
+    steps = _checkpoint_steps(folder) if Path(folder).is_dir() else []
+    return Path(folder) / f"step-{steps[-1]}" if steps else None
+
+
+def save_checkpoint(folder: Path, step: int, student, optimizer, state: dict) -> Path:
+    """Write checkpoint step-`step` into `folder` (hidden folder, then rename) and remove the older ones."""
+    from safetensors.torch import save_file, save_model
+
+    final = Path(folder) / f"step-{step}"
+    tmp = Path(folder) / f".step-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(student, str(tmp / "model.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(state))
+    tmp.rename(final)
+    for old in _checkpoint_steps(folder):
+        if old != step:
+            shutil.rmtree(Path(folder) / f"step-{old}", ignore_errors=True)
+    return final
+
+
+def load_checkpoint(checkpoint: Path, student, optimizer) -> dict:
+    """Restore the student, the optimizer and the torch RNG from `checkpoint`; returns its state.json."""
+    from safetensors.torch import load_file, load_model
+
+    load_model(student, str(checkpoint / "model.safetensors"))
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+    torch.set_rng_state(load_file(str(checkpoint / "rng.safetensors"))["torch_cpu"])
+    return json.loads((checkpoint / "state.json").read_text())
+
+
+def _rng_state(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_rng_state(rng: random.Random, state: list) -> None:
+    rng.setstate((state[0], tuple(state[1]), state[2]))
 
 
 def length_batches(lengths: list[int], batch_size: int, rng: random.Random, pool_batches: int = 50) -> list[list[int]]:
@@ -85,9 +146,13 @@ def length_batches(lengths: list[int], batch_size: int, rng: random.Random, pool
 
 
 def train_student(student, ids: list[list[int]], targets: np.ndarray, pad_id: int, mode: str,
-                  cfg: EmbedConfig, progress_label: str = "distilling") -> TrainLog:
+                  cfg: EmbedConfig, progress_label: str = "distilling", checkpoints: Path | None = None,
+                  save_steps: int = 500, resume: bool = False) -> TrainLog:
     """Train `student` so its pooled embeddings match `targets` (the teacher's), with AdamW, linear
-    warmup and decay, length-grouped batches; returns the loss history."""
+    warmup and decay, length-grouped batches; returns the loss history.
+
+    With `checkpoints`, a checkpoint is written there every `save_steps` steps; with `resume`, training
+    continues from the newest one (see the module docstring)."""
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     lengths = [len(row) for row in ids]
@@ -104,15 +169,25 @@ def train_student(student, ids: list[list[int]], targets: np.ndarray, pad_id: in
     target = torch.from_numpy(targets)
     weights = {"mse": cfg.mse_weight, "cos": cfg.cos_weight, "sim": cfg.sim_weight}
     log, running = TrainLog(), {}
+    step, epoch, position, seconds_before = 0, 0, 0, 0.0
+    checkpoint = last_embed_checkpoint(checkpoints) if checkpoints is not None and resume else None
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, student, optimizer)
+        schedule.load_state_dict(state["scheduler"])
+        _set_rng_state(rng, state["batch_rng"])  # as at the start of the epoch: its batches are drawn again
+        step, epoch, position = state["step"], state["epoch"], state["position"]
+        running, log.history, seconds_before = state["running"], state["history"], state["seconds"]
+        log.resumed_from = checkpoint.name
     start = time.perf_counter()
     student.train()
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, transient=False) as progress:
-        bar = progress.add_task(progress_label, total=total, loss="")
-        step = 0
+        bar = progress.add_task(progress_label, total=total, loss="", completed=step)
         while step < total:
-            for batch in length_batches(lengths, cfg.batch_size, rng):
+            epoch_rng = _rng_state(rng)
+            batches = length_batches(lengths, cfg.batch_size, rng)
+            for batch in batches[position:]:
                 if step >= total:
                     break
                 input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
@@ -120,12 +195,13 @@ def train_student(student, ids: list[list[int]], targets: np.ndarray, pad_id: in
                 terms = losses.embedding_distillation(pool(hidden, mask, mode), target[batch])
                 loss = losses.weighted_sum(terms, weights)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+                grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                for k, v in {"loss": loss, **terms}.items():
+                position += 1
+                for k, v in {"loss": loss, **terms, "grad_norm": grad_norm}.items():
                     running.setdefault(k, []).append(float(v.detach()))
                 if step % cfg.logging_steps == 0 or step == total:
                     row = {"step": step, "epoch": round(step / per_epoch, 3), "lr": schedule.get_last_lr()[0],
@@ -134,8 +210,12 @@ def train_student(student, ids: list[list[int]], targets: np.ndarray, pad_id: in
                     running = {}
                     progress.update(bar, loss=f"loss {row['loss']:.4f} (cos {row['cos']:.4f}, sim {row['sim']:.5f})")
                 progress.advance(bar)
+                if checkpoints is not None and save_steps > 0 and step % save_steps == 0 and step < total:
+                    save_checkpoint(checkpoints, step, student, optimizer, {
+                        "step": step, "epoch": epoch, "position": position, "batch_rng": epoch_rng,
+                        "scheduler": schedule.state_dict(), "running": running, "history": log.history,
+                        "seconds": seconds_before + time.perf_counter() - start})
+            epoch, position = epoch + 1, 0
     student.eval()
-    log.steps, log.seconds = total, round(time.perf_counter() - start, 1)
+    log.steps, log.seconds = total, round(seconds_before + time.perf_counter() - start, 1)
     return log
-
-

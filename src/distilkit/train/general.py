@@ -17,14 +17,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Sampler
 from transformers import Trainer
-from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .. import losses
 from ..data.masking import mask_tokens
 from ..errors import ConfigError
-from .common import add_loss_terms, attention_qkv, pad_batch
+from .common import EpochSampler  # noqa: F401  (its home before it served the task trainers too)
+from .common import LogAtCheckpoints, add_loss_terms, attention_qkv, epoch_sampler, pad_batch
 
 
 @dataclass(kw_only=True)  # configs are built by keyword
@@ -90,23 +89,6 @@ def mask_seed(seed: int, step: int, micro_batch: int, rank: int) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-class EpochSampler(Sampler):
-    """Length-grouped shuffling seeded by (seed, epoch): the same order after a resume and in every process."""
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int):
-        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
-
-
 class GeneralDistillationTrainer(Trainer):
     """`Trainer` whose loss is the triple loss against a frozen masked-LM teacher.
 
@@ -123,12 +105,10 @@ class GeneralDistillationTrainer(Trainer):
         self.last_loss = float("nan")  # this process's loss on its last micro-batch
         self._terms = defaultdict(list)
         self._micro = (-1, 0)  # (optimizer step, micro-batch index within it)
+        self.add_callback(LogAtCheckpoints())
 
     def _get_train_sampler(self, train_dataset=None):
-        ds = train_dataset if train_dataset is not None else self.train_dataset
-        lengths = list(ds["length"]) if "length" in ds.column_names else [len(x) for x in ds["input_ids"]]
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return EpochSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps, seed)
+        return epoch_sampler(self.args, train_dataset if train_dataset is not None else self.train_dataset)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if "labels" not in inputs:

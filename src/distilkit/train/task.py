@@ -16,13 +16,16 @@ dataset columns (`teacher_logits`, `teacher_cls`); an epoch then costs only the 
 The intermediate-layer loss needs every token's states of several layers, too big to store:
 with γ > 0 or δ > 0 the teacher also runs (no gradients) beside the student (about 1.7x the FLOPs of a
 step for a 3-of-6-layer student).
+
+Both trainers resume exactly (`resume=True`): the data order is seeded by (seed, epoch) (`EpochSampler`),
+dropout draws from the global RNG, which each checkpoint saves and a resume restores, a log is written at
+every checkpoint so no logged average spans one, and a checkpoint a kill left half-written is dropped.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,7 +34,8 @@ from transformers import Trainer
 from .. import losses
 from ..errors import ConfigError
 from ..models.loading import model_inputs
-from .common import Collator, TrainConfig, add_loss_terms, attention_qkv, predict_logits, training_arguments
+from .common import (Collator, LogAtCheckpoints, TrainConfig, add_loss_terms, attention_qkv, drop_incomplete_checkpoints,
+                     epoch_sampler, last_checkpoint, predict_logits, training_arguments)
 
 
 # options added after the first records: written to distil.json only when on, so older records still match
@@ -87,7 +91,18 @@ def matching_attention_layers(student_layers: int, teacher_layers: int) -> list[
     return [(m - 1, t - 1) for m, t in matching_layers(student_layers, teacher_layers)[1:]]
 
 
-class DistillationTrainer(Trainer):
+class TaskTrainer(Trainer):
+    """`Trainer` of the task stages, resumable exactly (see the module docstring)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_callback(LogAtCheckpoints())
+
+    def _get_train_sampler(self, train_dataset=None):
+        return epoch_sampler(self.args, train_dataset if train_dataset is not None else self.train_dataset)
+
+
+class DistillationTrainer(TaskTrainer):
     """`Trainer` whose loss distils from teacher outputs stored in the batch."""
 
     def __init__(self, *args, distill: DistillConfig, regression: bool, teacher=None, multi_label: bool = False,
@@ -173,19 +188,39 @@ class DistillationTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-def _run_trainer(trainer: Trainer, work_dir: Path, resume: bool) -> float:
-    checkpoint = resume and any(work_dir.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if checkpoint else None)
+@dataclass
+class TrainRun:
+    """What a training run did: seconds (of this call), optimizer steps in all, the checkpoint it resumed
+    from (None: from the start) and the Trainer's log (every logged loss, grad norm and learning rate)."""
+
+    seconds: float
+    steps: int
+    resumed_from: str | None = None
+    log_history: list[dict] = field(default_factory=list)
+
+    def record(self) -> dict:
+        """The fields a stage's distil.json records."""
+        return {"train_seconds": self.seconds, "steps": self.steps, "resumed_from": self.resumed_from}
+
+
+def _run_trainer(trainer: Trainer, work_dir: Path, resume: bool) -> TrainRun:
+    """Train, from the last complete checkpoint in `work_dir` with `resume`. The checkpoints stay: the stage
+    removes them once its output is complete, so a failure after training still resumes from the last one."""
+    checkpoint = None
+    if resume:
+        drop_incomplete_checkpoints(work_dir)
+        checkpoint = last_checkpoint(work_dir)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     # Mixed precision wraps model.forward in autocast; unwrap so later evaluation runs in fp32, like a reload.
     trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return float(result.metrics["train_runtime"])
+    return TrainRun(seconds=float(result.metrics["train_runtime"]), steps=trainer.state.global_step,
+                    resumed_from=checkpoint and Path(checkpoint).name, log_history=list(trainer.state.log_history))
 
 
-def finetune(model, tokenizer, train_ds, cfg: TrainConfig, work_dir: Path, resume: bool = False) -> float:
-    """Train `model` on gold labels (its own loss); returns training seconds."""
+def finetune(model, tokenizer, train_ds, cfg: TrainConfig, work_dir: Path, resume: bool = False) -> TrainRun:
+    """Train `model` on gold labels (its own loss), checkpointing into `work_dir`."""
     args = training_arguments(cfg, work_dir)
-    trainer = Trainer(
+    trainer = TaskTrainer(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -207,8 +242,8 @@ def add_teacher_outputs(teacher, tokenizer, train_ds, with_cls: bool = False, ba
 def distill(
     student, tokenizer, train_ds, cfg: TrainConfig, dcfg: DistillConfig, regression: bool, work_dir: Path,
     resume: bool = False, teacher=None, multi_label: bool = False,
-) -> float:
-    """Train `student` on a dataset carrying `teacher_logits`; returns training seconds.
+) -> TrainRun:
+    """Train `student` on a dataset carrying `teacher_logits`, checkpointing into `work_dir`.
 
     `teacher` is needed only for the intermediate-layer loss (`dcfg.hidden_weight` > 0). `multi_label`: the
     labels are 0/1 rows, one per tag (NaN rows: no gold), and the loss is `losses.multilabel_distillation`."""
