@@ -194,7 +194,7 @@ def tag_run(tiny_teacher, tagged, tmp_path_factory):
     result = runner.invoke(app, [
         "run", "--teacher", str(tiny_teacher), "--out", str(out), "--train", str(tagged / "train.csv"),
         "--dev", str(tagged / "dev.csv"), "--label-column", "tags", "--multi-label", "--layers", "first-2",
-        "--teacher-epochs", "8", "--epochs", "2", "--batch-size", "16", "--lr", "2e-3", "--teacher-lr", "2e-3",
+        "--teacher-epochs", "12", "--epochs", "2", "--batch-size", "16", "--lr", "2e-3", "--teacher-lr", "1e-3",
         "--max-length", "32", "--no-bf16"])
     assert result.exit_code == 0, result.output
     return out
