@@ -40,7 +40,9 @@ NumLayersOpt = typer.Option(None, "--num-layers", help="Student depth for first-
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing output folder.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint.")
 BackendOpt = typer.Option("auto", "--backend", "-b",
-                          help="auto (ONNX int8 > ONNX fp32 > torch) | torch | torch-bf16 | onnx | onnx-int8.")
+                          help="auto (the fastest checked file, as export.json records; else ONNX int8 > ONNX fp32 > "
+                               "torch) | torch | torch-bf16 | onnx | onnx-int8 | openvino | openvino-bf16 | "
+                               "openvino-int8.")
 MaxLengthOpt = typer.Option(None, "--max-length", help="Truncate to N tokens (default: the training length, else 128).")
 
 

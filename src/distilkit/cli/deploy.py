@@ -32,20 +32,26 @@ def export_cmd(
                                                                 "embeddings to the torch fp32 ones."),
     sentences: Optional[Path] = typer.Option(None, "--sentences", help="Embedding models: sentences (one per line) "
                                                                        "to check on (default: STS-B dev)."),
+    openvino: bool = typer.Option(False, "--openvino/--no-openvino", help="Also write OpenVINO IR files: fp32 "
+                                  "(model.ov.xml) and int8 by NNCF calibrated on the task's training texts "
+                                  "(model.int8.ov.xml), each checked; needs `pip install 'distilkit[openvino]'`."),
 ):
-    """ONNX export (optimised fp32 + int8), checked against the torch model; writes export.json."""
+    """ONNX export (optimised fp32 + int8; with --openvino also OpenVINO IR fp32 + int8), each file checked against
+    the torch model before it is written, then briefly timed so `--backend auto` loads the fastest; writes
+    export.json."""
     from ..data.sentences import check_sentences
-    from ..deploy.export import export_onnx
+    from ..deploy.export import CALIBRATION_SIZE, export_onnx
     from ..models.pooling import is_embedding_model
     from ..stages.evaluate import checking_data
 
     d, source = None, None
     if check and is_embedding_model(model_dir):
         d, source = check_sentences(sentences, data, dev_limit)
-    elif check:
-        d = checking_data(model_dir, task, data, dev, text_column, text_pair_column, label_column, dev_limit)
+    elif check:  # with --openvino (and int8), training texts come along to calibrate the int8 IR on
+        d = checking_data(model_dir, task, data, dev, text_column, text_pair_column, label_column, dev_limit,
+                          train_limit=CALIBRATION_SIZE if openvino and int8 else 1)
     info = export_onnx(model_dir, out, quantize=int8, data=d, tolerance=tolerance, max_length=max_length,
-                       min_cosine=min_cosine, sentences_source=source)
+                       min_cosine=min_cosine, sentences_source=source, openvino=openvino)
     folder = out or Path(model_dir)
     if "check" in info and info.get("kind") == "embedding":
         table = Table(title=f"embeddings vs torch fp32 ({info['check']['sentences']} sentences)")
@@ -64,6 +70,14 @@ def export_cmd(
             table.add_row(name, f"{r['score'] * 100:.2f}", f"{r.get('score_drop_points', 0):.2f}", agree,
                           f"{r['max_abs_logit_diff']:.2e}" if "max_abs_logit_diff" in r else "")
         console.print(table)
+    calibration = ((info.get("openvino") or {}).get("int8") or {}).get("calibration")
+    if calibration:
+        console.print(f"OpenVINO int8 calibrated on {calibration['examples']} {calibration['split']} texts"
+                      + (f" ({calibration['note']})" if calibration.get("note") else ""))
+    if "timing" in info:
+        fastest = info["timing"]["fastest"]
+        console.print(f"fastest checked backend (short timing, see export.json): {fastest} ({info['timing']['results']"
+                      f"[fastest]['ms_per_text']:.2f} ms per text); --backend auto loads it")
     for name, size in info["files"].items():
         console.print(f"→ {folder / name} ({size / 1e6:.1f} MB)")
     console.print(f"→ {folder / 'export.json'}")
@@ -136,7 +150,8 @@ def predict(
 
 @command()
 def serve(
-    model_dir: str = typer.Argument(..., help="A task or embedding model folder (exported: ONNX int8 is used)."),
+    model_dir: str = typer.Argument(..., help="A task or embedding model folder (exported: the fastest checked file "
+                                              "is used, see --backend)."),
     host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8000, "--port"),
     backend: str = BackendOpt, max_length: Optional[int] = MaxLengthOpt,
     max_batch: int = typer.Option(32, "--max-batch", help="Most texts in one model call."),

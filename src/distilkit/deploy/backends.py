@@ -40,6 +40,7 @@ OV_INT8 = "model.int8.ov.xml"
 BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
 FILES = {"onnx": ONNX_FP32, "onnx-int8": ONNX_INT8, "openvino": OV_FP32, "openvino-bf16": OV_FP32,
          "openvino-int8": OV_INT8}  # the file each exported backend runs
+EXPORTED_FILES = (ONNX_FP32, ONNX_INT8, OV_FP32, "model.ov.bin", OV_INT8, "model.int8.ov.bin")  # all an export writes
 FALLBACK = ("onnx-int8", "onnx", "torch")  # `auto` without a recorded fastest backend
 
 

@@ -46,12 +46,10 @@ from ..metrics import evaluate_task_predictions, predictions, task_score
 from ..models.folders import ModelError, check_model_dir, is_pair_model, load_tokenizer
 from ..models.loading import model_inputs
 from ..models.pooling import is_embedding_model
-from .backends import (ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, BackendError, OpenVinoBackend, OrtBackend,
-                       TorchBackend, import_openvino, predict_all)
+from .backends import (EXPORTED_FILES, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, BackendError, OpenVinoBackend,
+                       OrtBackend, TorchBackend, import_openvino, predict_all)
 
 OPSET = 17
-EXPORTED = (ONNX_FP32, ONNX_INT8, OV_FP32, Path(OV_FP32).with_suffix(".bin").name, OV_INT8,
-            Path(OV_INT8).with_suffix(".bin").name)  # every file an export may write (a new export removes the rest)
 CALIBRATION_SIZE = 300  # texts NNCF calibrates the int8 IR on (its default subset size)
 
 
@@ -349,7 +347,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
             for part in (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,):
                 info["files"][part.name] = part.stat().st_size
                 os.replace(part, out / part.name)
-        for stale in set(EXPORTED) - set(info["files"]):
+        for stale in set(EXPORTED_FILES) - set(info["files"]):
             (out / stale).unlink(missing_ok=True)  # `auto` must never pick a stale or failing file
     info.update(checked=data is not None, passed=not failed, failed=failed, seconds=round(time.perf_counter() - start, 1), versions=versions())
     write_json(out / "export.json", info)
