@@ -76,8 +76,9 @@ def export_cmd(
                       + (f" ({calibration['note']})" if calibration.get("note") else ""))
     if "timing" in info:
         fastest = info["timing"]["fastest"]
-        console.print(f"fastest checked backend (short timing, see export.json): {fastest} ({info['timing']['results']"
-                      f"[fastest]['ms_per_text']:.2f} ms per text); --backend auto loads it")
+        ms = info["timing"]["results"][fastest]["ms_per_text"]
+        console.print(f"fastest checked backend (a short timing, see export.json): {fastest} ({ms:.2f} ms per text); "
+                      "--backend auto loads it")
     for name, size in info["files"].items():
         console.print(f"→ {folder / name} ({size / 1e6:.1f} MB)")
     console.print(f"→ {folder / 'export.json'}")
