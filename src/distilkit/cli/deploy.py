@@ -165,11 +165,13 @@ def serve(
     max_body_bytes: Optional[int] = typer.Option(None, "--max-body-bytes", help="Request body limit (413; default "
                                                                                 "from --max-texts and --max-chars)."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request (costs CPU)."),
+    metrics_window: int = typer.Option(1024, "--metrics-window", help="Recent requests the p50/p99 of /metrics "
+                                                                      "(queue wait, batch size, model time) cover."),
 ):
     """HTTP classifier (POST /v1/classify) or sentence encoder (POST /v1/embed), GET /health, GET /metrics, /docs; micro-batched."""
     from ..deploy.serve import serve as run_server
 
-    run_server(model_dir, host, port, backend, max_length, access_log, max_batch=max_batch, max_wait_ms=max_wait_ms,
-               sub_batch=sub_batch, max_texts=max_texts, max_chars=max_chars, max_queue=max_queue, timeout_s=timeout_s,
+    run_server(model_dir, host, port, backend, max_length, access_log, metrics_window, max_batch=max_batch,
+               max_wait_ms=max_wait_ms, sub_batch=sub_batch, max_texts=max_texts, max_chars=max_chars, max_queue=max_queue, timeout_s=timeout_s,
                max_body_bytes=max_body_bytes)
 
