@@ -1,9 +1,12 @@
 """Bounded loopback load test of `distil serve`, set against offline batch throughput.
 
 Starts `distil serve MODEL_DIR` in a subprocess on a free port, sends N requests from C concurrent
-keep-alive connections (a minimal asyncio HTTP/1.1 client, so the client takes little CPU), reports latency p50/p90/p99, requests/s, texts/s, status counts (5xx) and the
-server's mean batch size, stops the server (SIGTERM: graceful), then times the same backend offline
-(`predict_all` in batches of --max-batch, tokenising included, as the server does) on the same texts.
+keep-alive connections (a minimal asyncio HTTP/1.1 client, so the client takes little CPU), reports latency
+p50/p90/p99, requests/s, texts/s, errors (status counts other than 200, transport errors) and, from the server's
+/metrics, its mean batch size and the p50/p99 of each request's queue wait, model batch size and model time (over the
+server's last --metrics-window requests, the window covering the measured run when it has at least that many
+requests), stops the server (SIGTERM: graceful), then times the same backend offline (`predict_all` in batches of
+--max-batch, tokenising included, as the server does) on the same texts and prints served / offline throughput.
 Client and server share the machine's cores: the served figure is a floor, not a ceiling.
 
     python benchmarks/load_serve.py runs/sst2/student --requests 2000 --concurrency 32 --out runs/sst2/load_serve.json
@@ -48,7 +51,7 @@ def load_texts(path: str | None, limit: int = 2000) -> list[str]:
 def start_server(args, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "distilkit.cli", "serve", args.model_dir, "--port", str(port), "--backend",
            args.backend, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-           "--sub-batch", str(args.sub_batch),
+           "--sub-batch", str(args.sub_batch), "--metrics-window", str(args.metrics_window),
            "--max-queue", str(max(1024, args.concurrency * args.texts_per_request * 2))]
     log = open(args.log, "w") if args.log else subprocess.DEVNULL
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -136,13 +139,20 @@ async def load(url: str, texts: list[str], n: int, concurrency: int, per_request
             "count_5xx": sum(v for k, v in statuses.items() if k >= 500), "transport_errors": failures}
 
 
+SUMMARIES = {"queue_wait_ms": ("distil_request_queue_wait_seconds", 1e3), "batch_size": ("distil_request_batch_size", 1),
+             "model_ms": ("distil_request_model_seconds", 1e3), "latency_ms": ("distil_request_seconds", 1e3)}
+
+
 def server_metrics(url: str) -> dict:
+    """Counters and the per-request summaries (p50, p99 over the server's window) from /metrics."""
     text = httpx.get(f"{url}/metrics", timeout=5).text
-    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-              if line and not line.startswith("#") and "{" not in line}
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
     batches = values.get("distil_batches_total", 0)
+    per_request = {key: {q: values.get(f'{name}{{quantile="{v}"}}', float("nan")) * scale
+                         for q, v in (("p50", "0.5"), ("p99", "0.99"))} for key, (name, scale) in SUMMARIES.items()}
     return {"batches": batches, "mean_batch_size": values.get("distil_batch_texts_total", 0) / batches if batches else None,
-            "inference_seconds": values.get("distil_inference_seconds_total")}
+            "inference_seconds": values.get("distil_inference_seconds_total"), "per_request": per_request}
 
 
 def offline_throughput(model_dir: str, backend: str, texts: list[str], batch: int, total: int) -> dict:
@@ -178,10 +188,13 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--sub-batch", type=int, default=8)
+    p.add_argument("--metrics-window", type=int, help="Requests the server's p50/p99 cover (default --requests: "
+                                                     "exactly the measured run, as the warm-up comes before it).")
     p.add_argument("--texts", help="File of texts to send, one per line (default: SST-2 dev).")
     p.add_argument("--out", default="load_serve.json")
     p.add_argument("--log", help="Write the server's output to this file.")
     args = p.parse_args()
+    args.metrics_window = args.metrics_window or args.requests
 
     texts = load_texts(args.texts)
     port = free_port()
@@ -196,6 +209,8 @@ def main() -> None:
         batches = after["batches"] - before["batches"]
         served["server_batches"] = batches
         served["server_mean_batch_size"] = served["texts_per_s"] * served["seconds"] / batches if batches else None
+        served["server_per_request"] = after["per_request"]  # p50/p99 over the server's last --metrics-window requests
+        served["errors"] = sum(v for k, v in served["status_counts"].items() if k != "200") + served["transport_errors"]
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -206,7 +221,8 @@ def main() -> None:
     offline = offline_throughput(args.model_dir, health["backend"], texts, args.max_batch,
                                  args.requests * args.texts_per_request)
     report = {"model": args.model_dir, "backend": health["backend"], "cores": os.cpu_count(),
-              "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "sub_batch": args.sub_batch, "exit_code": code,
+              "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "sub_batch": args.sub_batch,
+                         "metrics_window": args.metrics_window, "exit_code": code,
                          "graceful_exit": code in (0, -signal.SIGTERM)},
               "served": served, "offline": offline,
               "served_over_offline_texts_per_s": served["texts_per_s"] / offline["texts_per_s"],
@@ -214,11 +230,15 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     lat = {k: v or float("nan") for k, v in served["latency_ms"].items()}
+    server = served["server_per_request"]
     print(f"{served['requests']} requests x {args.texts_per_request} texts at concurrency {args.concurrency} on "
           f"{health['backend']}: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, {served['requests_per_s']:.0f} req/s, "
-          f"{served['texts_per_s']:.0f} texts/s, 5xx {served['count_5xx']}, mean batch "
-          f"{served['server_mean_batch_size'] or 0:.1f}; offline {offline['texts_per_s']:.0f} texts/s "
-          f"(served/offline {report['served_over_offline_texts_per_s']:.2f}); server exit {code} → {args.out}")
+          f"{served['texts_per_s']:.0f} texts/s, errors {served['errors']} (5xx {served['count_5xx']}, transport "
+          f"{served['transport_errors']}), mean batch {served['server_mean_batch_size'] or 0:.1f}")
+    print("server, per request (p50 / p99): " + ", ".join(
+        f"{key.replace('_', ' ')} {v['p50']:.1f} / {v['p99']:.1f}" for key, v in server.items()))
+    print(f"offline {offline['texts_per_s']:.0f} texts/s; served/offline throughput "
+          f"{report['served_over_offline_texts_per_s']:.2f}; server exit {code} → {args.out}")
 
 
 if __name__ == "__main__":

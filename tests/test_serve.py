@@ -202,3 +202,49 @@ def test_shutdown_drains_in_flight_requests(tiny_student):
     done, late = asyncio.run(main())
     assert [r.status_code for r in done] == [200, 200, 200]
     assert late.status_code == 503 and "shutting down" in late.json()["detail"]
+
+
+def _summary(text: str, name: str) -> dict[str, float]:
+    """A Prometheus summary's quantiles, sum and count from /metrics."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{quantile="):
+            out[line.split('"')[1]] = float(line.split()[-1])
+        elif line.startswith((name + "_sum ", name + "_count ")):
+            out[line.split()[0].removeprefix(name + "_")] = float(line.split()[-1])
+    return out
+
+
+def test_metrics_report_p50_p99_of_queue_wait_batch_size_and_model_time(tiny_student):
+    app = create_app(tiny_student, SlowBackend(tiny_student), max_batch=4, max_wait_ms=50, metrics_window=100)
+
+    async def work(client):
+        first = await asyncio.gather(*(client.post("/v1/classify", json={"texts": [f"good film {i}"]}) for i in range(6)))
+        second = await client.post("/v1/classify", json={"texts": ["a", "b", "c"]})
+        return [*first, second], (await client.get("/metrics")).text
+
+    responses, text = asyncio.run(_with_app(app, work))
+    assert all(r.status_code == 200 for r in responses)
+    assert "# TYPE distil_request_queue_wait_seconds summary" in text and "over the last 100 requests" in text
+    wait, size, model, latency = (_summary(text, f"distil_request_{n}") for n in
+                                  ("queue_wait_seconds", "batch_size", "model_seconds", "seconds"))
+    for s in (wait, size, model, latency):
+        assert set(s) == {"0.5", "0.99", "sum", "count"} and s["count"] == 7, s
+        assert 0 <= s["0.5"] <= s["0.99"]
+    # 6 concurrent one-text requests in batches of at most 4 (two batches of a 0.3 s slower model), then 3 texts alone
+    assert 1 <= size["0.5"] <= size["0.99"] <= 4 and size["sum"] >= 6 + 3
+    assert model["0.5"] >= SlowBackend.delay * 0.9 and model["0.99"] < 5
+    assert wait["0.99"] >= SlowBackend.delay * 0.9  # the second batch waited for the first one's model call
+    assert latency["0.99"] >= model["0.99"] and latency["0.5"] >= wait["0.5"]
+
+
+def test_metrics_quantiles_cover_a_bounded_window():
+    from distilkit.deploy.serve import Metrics, RequestTiming
+
+    metrics = Metrics(window=10)
+    assert 'distil_request_batch_size{quantile="0.5"} NaN' in metrics.render(0)  # no request yet
+    for i in range(100):
+        metrics.observe(0.01, RequestTiming(queue_wait=i / 1000, batch_size=i, model_seconds=0.005))
+    size = _summary(metrics.render(0), "distil_request_batch_size")
+    assert size["count"] == 100 and size["sum"] == sum(range(100))
+    assert 90 <= size["0.5"] <= size["0.99"] <= 99  # the last 10 requests only

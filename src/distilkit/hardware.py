@@ -31,6 +31,12 @@ def cpu() -> dict:
     return {"cpu": model, "cores": num_cores(), "isa": [f for f in ISA_FLAGS if f in present]}
 
 
+def cpu_bf16() -> bool:
+    """The CPU computes bf16 natively (AVX-512 BF16 or AMX): what bf16 inference in torch or OpenVINO needs to
+    be worth running (read from /proc/cpuinfo, no torch)."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu()["isa"]))
+
+
 def bf16_supported() -> bool:
     """bf16 autocast is worth it on GPUs with bf16 and on CPUs with AVX-512 BF16 or AMX."""
     try:
@@ -39,7 +45,7 @@ def bf16_supported() -> bool:
         return False
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    return bool({"avx512_bf16", "amx_bf16"} & set(cpu()["isa"]))
+    return cpu_bf16()
 
 
 def version_of(package: str) -> str | None:
@@ -59,7 +65,7 @@ def versions() -> dict:
 def hardware() -> dict:
     """What a timing needs beside it: CPU, cores, instruction sets, runtime versions and thread counts."""
     facts = {**cpu(), "python": platform.python_version(), "onnxruntime": version_of("onnxruntime"),
-             "torch": version_of("torch"), "ort_threads": num_cores()}
+             "openvino": version_of("openvino"), "torch": version_of("torch"), "ort_threads": num_cores()}
     try:
         import torch
 

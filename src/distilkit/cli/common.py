@@ -48,7 +48,9 @@ SaveStepsOpt = typer.Option(500, "--save-steps", help="Write a checkpoint every 
                                                       "continues from).")
 LoggingStepsOpt = typer.Option(50, "--logging-steps", help="Log the loss every N optimizer steps.")
 BackendOpt = typer.Option("auto", "--backend", "-b",
-                          help="auto (ONNX int8 > ONNX fp32 > torch) | torch | torch-bf16 | onnx | onnx-int8.")
+                          help="auto (the fastest checked file, as export.json records; else ONNX int8 > ONNX fp32 > "
+                               "torch) | torch | torch-bf16 | onnx | onnx-int8 | openvino | openvino-bf16 | "
+                               "openvino-int8.")
 MaxLengthOpt = typer.Option(None, "--max-length", help="Truncate to N tokens (default: the training length, else 128).")
 
 

@@ -32,20 +32,26 @@ def export_cmd(
                                                                 "embeddings to the torch fp32 ones."),
     sentences: Optional[Path] = typer.Option(None, "--sentences", help="Embedding models: sentences (one per line) "
                                                                        "to check on (default: STS-B dev)."),
+    openvino: bool = typer.Option(False, "--openvino/--no-openvino", help="Also write OpenVINO IR files: fp32 "
+                                  "(model.ov.xml) and int8 by NNCF calibrated on the task's training texts "
+                                  "(model.int8.ov.xml), each checked; needs `pip install 'distilkit[openvino]'`."),
 ):
-    """ONNX export (optimised fp32 + int8), checked against the torch model; writes export.json."""
+    """ONNX export (optimised fp32 + int8; with --openvino also OpenVINO IR fp32 + int8), each file checked against
+    the torch model before it is written, then briefly timed so `--backend auto` loads the fastest; writes
+    export.json."""
     from ..data.sentences import check_sentences
-    from ..deploy.export import export_onnx
+    from ..deploy.export import CALIBRATION_SIZE, export_onnx
     from ..models.pooling import is_embedding_model
     from ..stages.evaluate import checking_data
 
     d, source = None, None
     if check and is_embedding_model(model_dir):
         d, source = check_sentences(sentences, data, dev_limit)
-    elif check:
-        d = checking_data(model_dir, task, data, dev, text_column, text_pair_column, label_column, dev_limit)
+    elif check:  # with --openvino (and int8), training texts come along to calibrate the int8 IR on
+        d = checking_data(model_dir, task, data, dev, text_column, text_pair_column, label_column, dev_limit,
+                          train_limit=CALIBRATION_SIZE if openvino and int8 else 1)
     info = export_onnx(model_dir, out, quantize=int8, data=d, tolerance=tolerance, max_length=max_length,
-                       min_cosine=min_cosine, sentences_source=source)
+                       min_cosine=min_cosine, sentences_source=source, openvino=openvino)
     folder = out or Path(model_dir)
     if "check" in info and info.get("kind") == "embedding":
         table = Table(title=f"embeddings vs torch fp32 ({info['check']['sentences']} sentences)")
@@ -64,6 +70,15 @@ def export_cmd(
             table.add_row(name, f"{r['score'] * 100:.2f}", f"{r.get('score_drop_points', 0):.2f}", agree,
                           f"{r['max_abs_logit_diff']:.2e}" if "max_abs_logit_diff" in r else "")
         console.print(table)
+    calibration = ((info.get("openvino") or {}).get("int8") or {}).get("calibration")
+    if calibration:
+        console.print(f"OpenVINO int8 calibrated on {calibration['examples']} {calibration['split']} texts"
+                      + (f" ({calibration['note']})" if calibration.get("note") else ""))
+    if "timing" in info:
+        fastest = info["timing"]["fastest"]
+        ms = info["timing"]["results"][fastest]["ms_per_text"]
+        console.print(f"fastest checked backend (a short timing, see export.json): {fastest} ({ms:.2f} ms per text); "
+                      "--backend auto loads it")
     for name, size in info["files"].items():
         console.print(f"→ {folder / name} ({size / 1e6:.1f} MB)")
     console.print(f"→ {folder / 'export.json'}")
@@ -141,7 +156,8 @@ def predict(
 
 @command()
 def serve(
-    model_dir: str = typer.Argument(..., help="A task or embedding model folder (exported: ONNX int8 is used)."),
+    model_dir: str = typer.Argument(..., help="A task or embedding model folder (exported: the fastest checked file "
+                                              "is used, see --backend)."),
     host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8000, "--port"),
     backend: str = BackendOpt, max_length: Optional[int] = MaxLengthOpt,
     max_batch: int = typer.Option(32, "--max-batch", help="Most texts in one model call."),
@@ -155,12 +171,15 @@ def serve(
                                                                                 "from --max-texts and --max-chars)."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request (costs CPU)."),
     threshold: Optional[float] = ThresholdOpt,
+    metrics_window: int = typer.Option(1024, "--metrics-window", help="Recent requests the p50/p99 of /metrics "
+                                                                      "(queue wait, batch size, model time) cover."),
 ):
     """HTTP classifier (POST /v1/classify) or sentence encoder (POST /v1/embed), GET /health, GET /metrics, /docs; micro-batched."""
     from ..deploy.serve import serve as run_server
 
     check_threshold_option(threshold)
-    run_server(model_dir, host, port, backend, max_length, access_log, threshold, max_batch=max_batch, max_wait_ms=max_wait_ms,
-               sub_batch=sub_batch, max_texts=max_texts, max_chars=max_chars, max_queue=max_queue, timeout_s=timeout_s,
+    run_server(model_dir, host, port, backend, max_length, access_log, threshold, metrics_window, max_batch=max_batch,
+               max_wait_ms=max_wait_ms, sub_batch=sub_batch, max_texts=max_texts, max_chars=max_chars,
+               max_queue=max_queue, timeout_s=timeout_s,
                max_body_bytes=max_body_bytes)
 

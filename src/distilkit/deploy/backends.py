@@ -1,6 +1,6 @@
 """Inference backends: one small class per runtime, all called the same way.
 
-    backend = load_backend("runs/sst2/student")          # "auto": ONNX int8 > ONNX fp32 > torch
+    backend = load_backend("runs/sst2/student")          # "auto": the fastest checked file (export.json)
     logits = backend(["a great film"])                    # numpy (batch, num_labels)
     results(logits, backend.id2label, backend.regression) # [{"label": "positive", "score": 0.97, ...}]
     results(logits, backend.id2label, multi_label=True)   # tags: [{"labels": ["plot"], "scores": {...}}]
@@ -9,6 +9,14 @@ Embedding models (a sentence-transformers folder, see models/pooling.py) give se
 `backend.pooling` is set and `backend(texts)` is (batch, hidden) pooled over the last hidden state
 (mean / CLS / max, L2-normalised when the model's modules say so), in torch and in ONNX Runtime alike.
 
+OpenVINO (optional, `pip install 'distilkit[openvino]'`, imported only when an OpenVINO backend loads) runs the
+IR files `distil export --openvino` writes: `openvino` (fp32 IR, fp32 compute even on CPUs where OpenVINO would
+default to bf16), `openvino-bf16` (the same IR with the bf16 inference precision hint; listed only on CPUs with
+AVX-512 BF16 or AMX) and `openvino-int8` (the NNCF-quantised IR).
+
+`auto` takes the backend export.json names as the fastest of the files it checked (timed at export), when the
+folder has it and this install can run it; else ONNX int8 > ONNX fp32 > torch.
+
 `encode` (tokenising) and `forward` (the model alone) are separate so `distil bench` can time
 the model on fixed token ids. Labels come from the model config's id2label; a multi-label model (tags) is one
 whose config has problem_type "multi_label_classification".
@@ -16,19 +24,27 @@ whose config has problem_type "multi_label_classification".
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import read_json
 from ..errors import UserError
-from ..hardware import num_cores
+from ..hardware import cpu_bf16, num_cores
 from ..models.folders import check_model_dir, load_tokenizer, model_max_length, supported_config
 from ..tags import DEFAULT_THRESHOLD, MULTI_LABEL, sigmoid
 from ..models.pooling import Pooling, is_embedding_model, pool, pool_numpy, read_pooling
 
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
-BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+OV_FP32 = "model.ov.xml"  # OpenVINO IR: the .xml graph beside its .bin weights
+OV_INT8 = "model.int8.ov.xml"
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
+FILES = {"onnx": ONNX_FP32, "onnx-int8": ONNX_INT8, "openvino": OV_FP32, "openvino-bf16": OV_FP32,
+         "openvino-int8": OV_INT8}  # the file each exported backend runs
+EXPORTED_FILES = (ONNX_FP32, ONNX_INT8, OV_FP32, "model.ov.bin", OV_INT8, "model.int8.ov.bin")  # all an export writes
+FALLBACK = ("onnx-int8", "onnx", "torch")  # `auto` without a recorded fastest backend
 
 
 class BackendError(UserError):
@@ -139,22 +155,99 @@ class OrtBackend(Backend):
         return pool_numpy(out, inputs.get("attention_mask", np.ones_like(ids)), self.pooling)
 
 
+class OpenVinoBackend(Backend):
+    """An OpenVINO IR on the CPU (latency hint, one thread per core). `bf16` sets the bf16 inference precision
+    hint; otherwise the hint is f32, because on CPUs with AVX-512 BF16 or AMX OpenVINO's default is bf16, which is
+    not what the fp32 file was checked as."""
+
+    def __init__(self, model_dir, max_length=None, file: str | Path = OV_FP32, bf16: bool = False,
+                 threads: int | None = None):
+        super().__init__(model_dir, max_length)
+        ov = import_openvino()
+        path = self.model_dir / file  # `file` may also be a full path (export checks a file before publishing it)
+        if not path.exists() or not path.with_suffix(".bin").exists():
+            raise BackendError(f"{path} (with its .bin) not found: run `distil export {model_dir} --openvino` first")
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+            "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads or num_cores()})
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
+        self.bf16 = bf16
+        self.name = "openvino-int8" if path.name == OV_INT8 else "openvino-bf16" if bf16 else "openvino"
+
+    def forward(self, inputs):
+        ids = inputs["input_ids"]
+        feed = {n: inputs[n] if n in inputs else np.zeros_like(ids) for n in self.input_names}
+        out = np.asarray(self.request.infer(feed)[self.compiled.output(0)], dtype=np.float32)
+        if not self.embedding:
+            return out.copy()
+        return pool_numpy(out, inputs.get("attention_mask", np.ones_like(ids)), self.pooling)
+
+
+def openvino_installed() -> bool:
+    """openvino can be imported (a find_spec: nothing is imported)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def import_openvino():
+    """The openvino module, or a BackendError saying how to install it."""
+    try:
+        import openvino
+    except ImportError:
+        raise BackendError("the OpenVINO backends need openvino, which is not installed: "
+                           "`pip install 'distilkit[openvino]'`, or use --backend onnx or onnx-int8") from None
+    return openvino
+
+
 def available_backends(model_dir: str | Path) -> list[str]:
-    """Backends the folder can run, fastest last."""
+    """Backends the folder can run: torch ones when it has safetensors weights, an exported backend when its
+    file is there (OpenVINO ones only when openvino is installed; openvino-bf16 only on a CPU with bf16)."""
     model_dir = Path(model_dir)
     names = ["torch", "torch-bf16"] if any(model_dir.glob("*.safetensors")) else []
-    return names + [n for n, f in (("onnx", ONNX_FP32), ("onnx-int8", ONNX_INT8)) if (model_dir / f).exists()]
+    ov = openvino_installed()
+    for name, file in FILES.items():
+        if not (model_dir / file).exists() or (name.startswith("openvino") and not ov):
+            continue
+        if name == "openvino-bf16" and not cpu_bf16():
+            continue
+        names.append(name)
+    return names
+
+
+def fastest_recorded(model_dir: str | Path) -> str | None:
+    """The backend export.json names as the fastest of the files its check passed (timed at export), or None."""
+    path = Path(model_dir) / "export.json"
+    if not path.exists():
+        return None
+    try:
+        info = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return (info.get("timing") or {}).get("fastest") if isinstance(info, dict) else None
+
+
+def auto_backend(model_dir: str | Path) -> str:
+    """What `auto` loads: export.json's fastest checked backend when the folder has its file and this install can
+    run it; else ONNX int8 > ONNX fp32 > torch."""
+    found = available_backends(model_dir)
+    fastest = fastest_recorded(model_dir)
+    if fastest in found:
+        return fastest
+    return next((name for name in FALLBACK if name in found), "torch")
 
 
 def load_backend(model_dir: str | Path, name: str = "auto", max_length: int | None = None) -> Backend:
-    """A backend by name: torch | torch-bf16 | onnx | onnx-int8 | auto (the fastest the folder has)."""
+    """A backend by name: torch | torch-bf16 | onnx | onnx-int8 | openvino | openvino-bf16 | openvino-int8 |
+    auto (see auto_backend)."""
     check_backend(name)
     if name == "auto":
-        found = available_backends(model_dir)
-        name = "onnx-int8" if "onnx-int8" in found else "onnx" if "onnx" in found else "torch"
+        name = auto_backend(model_dir)
     if name in ("torch", "torch-bf16"):
         return TorchBackend(model_dir, max_length, bf16=name == "torch-bf16")
-    return OrtBackend(model_dir, max_length, ONNX_INT8 if name == "onnx-int8" else ONNX_FP32)
+    if name.startswith("openvino"):
+        return OpenVinoBackend(model_dir, max_length, FILES[name], bf16=name == "openvino-bf16")
+    return OrtBackend(model_dir, max_length, FILES[name])
 
 
 def check_backend(name: str) -> None:

@@ -22,10 +22,12 @@ from ..errors import UserError
 from ..hardware import bf16_supported, hardware, num_cores
 from ..models.loading import count_parameters, load_classifier, load_encoder
 from ..models.pooling import is_embedding_model
-from .backends import ONNX_FP32, ONNX_INT8, available_backends, load_backend
+from .backends import EXPORTED_FILES, available_backends, load_backend
 
-PRECISION = {"torch": "fp32", "torch-bf16": "bf16", "onnx": "fp32", "onnx-int8": "int8"}
-LABELS = {"torch": "torch fp32", "torch-bf16": "torch bf16 autocast", "onnx": "ORT fp32", "onnx-int8": "ORT int8"}
+PRECISION = {"torch": "fp32", "torch-bf16": "bf16", "onnx": "fp32", "onnx-int8": "int8", "openvino": "fp32",
+             "openvino-bf16": "bf16", "openvino-int8": "int8"}
+LABELS = {"torch": "torch fp32", "torch-bf16": "torch bf16 autocast", "onnx": "ORT fp32", "onnx-int8": "ORT int8",
+          "openvino": "OpenVINO fp32", "openvino-bf16": "OpenVINO bf16 hint", "openvino-int8": "OpenVINO int8 (NNCF)"}
 
 
 def synthetic_inputs(tokenizer, config, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -114,7 +116,7 @@ def model_facts(model_dir: Path, backends: dict) -> dict:
     load = load_encoder if is_embedding_model(model_dir) else load_classifier
     torch_model = backends["torch"].model if "torch" in backends else load(str(model_dir))
     files = {p.name: p.stat().st_size for p in sorted(model_dir.glob("*.safetensors"))}
-    files.update({f: (model_dir / f).stat().st_size for f in (ONNX_FP32, ONNX_INT8) if (model_dir / f).exists()})
+    files.update({f: (model_dir / f).stat().st_size for f in EXPORTED_FILES if (model_dir / f).exists()})
     return {"path": str(model_dir), "model_type": torch_model.config.model_type,
             "kind": "embedding" if is_embedding_model(model_dir) else "classifier",
             "layers": torch_model.config.num_hidden_layers, "parameters": count_parameters(torch_model), "files": files}
@@ -146,9 +148,9 @@ def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch:
     between blocks the process sleeps `idle_s` so the previous runtime's spinning worker threads go idle: timed
     call by call in turn, one runtime's spinning threads slowed the next (3x on batch-1 figures)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other work on the cores, before ours
-    wanted = backends or ["torch", "torch-bf16", "onnx", "onnx-int8"]
+    wanted = backends or list(PRECISION)  # the OpenVINO ones when the folder has their files and openvino is installed
     if backends is None and not bf16_supported():
-        wanted.remove("torch-bf16")  # emulated bf16 is slow and says nothing
+        wanted.remove("torch-bf16")  # emulated bf16 is slow and says nothing (openvino-bf16: available_backends)
     loaded = {m: {b: load_backend(d, b) for b in wanted if b in available_backends(d)} for m, d in models.items()}
     combos = [(m, b) for m in loaded for b in loaded[m]]
     for m, b in combos:
@@ -231,7 +233,9 @@ def markdown(bench: dict) -> str:
            "bench started): other processes shared the cores, so these figures are unreliable.**", ""]
           if busy > 1.0 else []),
         f"{hw['cpu']}, {hw['cores']} cores ({', '.join(hw['isa'])}); torch {hw['torch']} with {hw['torch_threads']} "
-        f"threads, onnxruntime {hw['onnxruntime']} with {hw['ort_threads']} intra-op threads.",
+        f"threads, onnxruntime {hw['onnxruntime']} with {hw['ort_threads']} intra-op threads"
+        + (f", OpenVINO {hw['openvino']} with {hw['ort_threads']} inference threads (latency hint)."
+           if hw.get("openvino") and any(r["backend"].startswith("openvino") for r in bench["results"]) else "."),
         f"Timed: {bench['timed']}. Inputs: {bench['inputs']}. Each backend runs alone in blocks of "
         f"{method.get('repeats_per_block', bench['repeats'])} timed calls after {bench['warmup']} warm-up calls, "
         f"{method.get('rounds', 1)} blocks each, the blocks taking turns with a {method.get('idle_s', 0)} s pause "
@@ -253,8 +257,9 @@ def markdown(bench: dict) -> str:
     gflops = ", ".join(f"{k} {v:.0f}" for k, v in peak["gflops"].items() if v)
     lines += ["", f"Matmul peak (best of {peak['repeats']} square {peak['size']}x{peak['size']} matmuls, GFLOP/s): "
               f"{gflops}. The floor of a figure is its FLOPs (analytic: matmuls only) at the best peak of the precision "
-              "its backend computes in (torch and onnx: fp32; torch-bf16: bf16; onnx-int8: int8, although its "
-              "attention matmuls stay fp32).", ""]
+              "its backend computes in (torch, onnx and openvino: fp32; torch-bf16 and openvino-bf16: bf16; onnx-int8 and "
+              "openvino-int8: int8, although their attention matmuls stay fp32 (ORT) or partly so (OpenVINO)); the "
+              "peaks are measured in torch and ORT only.", ""]
     return "\n".join(lines)
 
 

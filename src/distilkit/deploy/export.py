@@ -6,13 +6,27 @@
         generic graph optimisations only, and export.json says it was not fused
       --quantize_dynamic, per channel--> model.int8.onnx (int8 weights, activations quantised at run time)
 
-Both files are written to temporary names, checked on a task's dev set against the torch model
+With `openvino` (`distil export --openvino`; needs `pip install 'distilkit[openvino]'`), also:
+
+    raw ONNX --openvino.convert_model--> model.ov.xml/.bin (OpenVINO IR, fp32 weights: OpenVINO does its own fusions)
+      --nncf.quantize (static, transformer patterns), calibrated on the task's training texts--> model.int8.ov.xml/.bin
+
+The int8 IR needs calibration texts: the training split of the checking data (its first CALIBRATION_SIZE rows);
+when only dev data is given, part of the dev texts (every other one), which export.json says, because the check
+then scores the file partly on the texts it was calibrated on. Without a check (no data) only the fp32 IR is written.
+
+All files are written to temporary names, checked on a task's dev set against the torch model
 (label agreement, metric drop) and only then renamed into place; `export.json` records the check.
 A file whose metric drops more than `tolerance` points is not published and the export fails.
 
 Embedding models (sentence-transformers folders) export their last hidden state (pooling and
 normalisation run after the session, see backends.py) and are checked by the mean cosine of each
 file's sentence embeddings to the torch fp32 ones (default: STS-B dev sentences, at least 0.99).
+
+After a passing check the published files (and openvino-bf16 on CPUs with bf16, when its check passed too) are
+timed briefly on dev texts (median of a few batch-1 and batch-8 calls each); export.json's `timing.fastest` is
+the one with the least time per text, averaged over the two, and `--backend auto` loads it. The timing is short and
+shares the machine with whatever else runs: `distil bench` measures properly.
 """
 
 from __future__ import annotations
@@ -29,16 +43,18 @@ import numpy as np
 
 from ..artifacts import write_json
 from ..errors import UserError
-from ..hardware import versions
+from ..hardware import cpu_bf16, versions, version_of
 from ..metrics import evaluate_task_predictions, predictions, task_score
 from ..models.families import family_of
 from ..models.folders import ModelError, check_model_dir, is_pair_model, load_tokenizer, supported_config
 from ..models.loading import model_inputs
 from ..models.pooling import is_embedding_model
 from ..tags import MULTI_LABEL
-from .backends import ONNX_FP32, ONNX_INT8, OrtBackend, TorchBackend, predict_all
+from .backends import (EXPORTED_FILES, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, BackendError, OpenVinoBackend,
+                       OrtBackend, TorchBackend, import_openvino, predict_all)
 
 OPSET = 17
+CALIBRATION_SIZE = 300  # texts NNCF calibrates the int8 IR on (its default subset size)
 
 
 class ExportCheckError(UserError):
@@ -126,6 +142,102 @@ def quantize_int8(fp32: Path, path: Path) -> None:
         root.setLevel(level)
 
 
+def import_nncf():
+    """The nncf module, or a BackendError saying how to install it."""
+    try:
+        import nncf
+    except ImportError:
+        raise BackendError("the OpenVINO int8 export needs nncf, which is not installed: "
+                           "`pip install 'distilkit[openvino]'`, or export with --no-int8") from None
+    return nncf
+
+
+def onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
+    """An ONNX file to an OpenVINO IR (xml + bin) with fp32 weights (save_model would halve them to fp16)."""
+    ov = import_openvino()
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+
+
+def quantize_openvino(xml_fp32: Path, xml_int8: Path, calibration: list[dict[str, np.ndarray]]) -> None:
+    """Static int8 quantisation of an IR by NNCF (weights and activations; transformer patterns, so the
+    attention softmax, LayerNorm and the like stay fp32), calibrated on `calibration`: one model input each."""
+    ov, nncf = import_openvino(), import_nncf()
+    nncf.set_log_level(logging.ERROR)
+    model = ov.Core().read_model(str(xml_fp32))
+    names = [i.get_any_name() for i in model.inputs]
+
+    def feed(item):
+        return {n: item[n] if n in item else np.zeros_like(item["input_ids"]) for n in names}
+
+    quantized = nncf.quantize(model, nncf.Dataset(calibration, feed), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(calibration))
+    ov.save_model(quantized, str(xml_int8), compress_to_fp16=False)
+
+
+def calibration_texts(data, size: int = CALIBRATION_SIZE, source: str | None = None) -> tuple[list, list | None, dict]:
+    """Texts (and pairs) the int8 IR is calibrated on, and what export.json says about them: the first `size`
+    training rows of a TaskData; when it has none, and for an embedding model's sentences (a list, dev data),
+    every other dev text up to `size`, recorded as overlapping the check."""
+    if isinstance(data, (list, tuple)):
+        texts = list(data)[::2][:size]
+        return texts, None, {"split": "check sentences", "source": source, "examples": len(texts),
+                             "of": len(data), "overlaps_check": True,
+                             "note": "no training texts for an embedding export: calibrated on every other sentence "
+                                     "the check scores, so the check of the int8 IR is somewhat optimistic"}
+    if len(data.train):
+        rows = data.train.select(range(min(size, len(data.train))))
+        return (list(rows["text"]), list(rows["text_pair"]) if data.is_pair else None,
+                {"split": "train", "examples": len(rows), "data": data.source, "overlaps_check": False})
+    texts, pairs, total = [], [], 0
+    for ds in data.dev.values():
+        texts += list(ds["text"])
+        pairs += list(ds["text_pair"]) if data.is_pair else []
+        total += len(ds)
+    return (texts[::2][:size], pairs[::2][:size] if data.is_pair else None,
+            {"split": "dev", "examples": len(texts[::2][:size]), "of": total, "data": data.source,
+             "overlaps_check": True, "note": "no training texts were given: calibrated on every other dev text, which "
+                                             "the check also scores, so the check of the int8 IR is somewhat optimistic"})
+
+
+def time_backends(backends: dict, texts: list[str], pairs: list[str] | None = None, calls: int = 5,
+                  warmup: int = 2, rounds: int = 2, idle_s: float = 0.1) -> dict:
+    """A short timing of each backend's forward on dev texts: median ms of batch-1 and batch-8 calls (blocks of
+    `warmup` + `calls` per backend, `rounds` rounds taking turns, a pause before each block) and `ms_per_text`,
+    the mean of the batch-1 time and the batch-8 time / 8. Returns {"results", "fastest", "method"}."""
+    scenarios = {"batch1_ms": 1, "batch8_ms": 8}
+    inputs = {key: (texts[:n], pairs[:n] if pairs is not None else None) for key, n in scenarios.items()}
+    times = {name: {key: [] for key in scenarios} for name in backends}
+    names = list(backends)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            backend = backends[name]
+            for key, (t, p) in inputs.items():
+                enc = backend.encode(t, p)
+                time.sleep(idle_s)
+                for _ in range(warmup):
+                    backend.forward(enc)
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    backend.forward(enc)
+                    times[name][key].append((time.perf_counter() - start) * 1e3)
+    results = {}
+    for name, t in times.items():
+        row = {key: float(np.median(v)) for key, v in t.items()}
+        row["ms_per_text"] = (row["batch1_ms"] + row["batch8_ms"] / 8) / 2
+        results[name] = row
+    return {"results": results, "fastest": min(results, key=lambda n: results[n]["ms_per_text"]),
+            "method": {"calls": calls, "warmup": warmup, "rounds": rounds, "texts": min(8, len(texts)),
+                       "rank": "ms_per_text = (median batch-1 ms + median batch-8 ms / 8) / 2",
+                       "note": "a short timing at export time to choose `auto`; `distil bench` times properly"}}
+
+
+def open_candidate(name: str, folder: Path, max_length: int, path: Path):
+    """The backend that runs exported file `path` as backend `name` (folder: its config and tokenizer)."""
+    if name.startswith("openvino"):
+        return OpenVinoBackend(folder, max_length, path, bf16=name == "openvino-bf16")
+    return OrtBackend(folder, max_length, path)
+
+
 def check_backends(reference, candidates: dict, data, batch_size: int = 32) -> dict:
     """Each candidate backend against the reference on `data`'s dev split(s): metrics, score,
     drop in points, label agreement and the largest logit difference.
@@ -184,13 +296,16 @@ SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "con
 
 def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: bool = True, data=None,
                 tolerance: float = 1.0, max_length: int | None = None, opset: int = OPSET,
-                min_cosine: float = 0.99, sentences_source: str | None = None) -> dict:
-    """Export MODEL_DIR to OUT/model.onnx (+ model.int8.onnx); OUT defaults to MODEL_DIR.
+                min_cosine: float = 0.99, sentences_source: str | None = None, openvino: bool = False) -> dict:
+    """Export MODEL_DIR to OUT/model.onnx (+ model.int8.onnx; with `openvino` also model.ov.xml/.bin and, when
+    there is data to calibrate on, model.int8.ov.xml/.bin); OUT defaults to MODEL_DIR.
 
     With `data` (a TaskData), each file is checked against the torch model on the dev set before it
     is published; a metric drop above `tolerance` points raises ExportCheckError (after writing
     export.json). For an embedding model `data` is a list of sentences and a file fails when the mean
-    cosine of its embeddings to the torch fp32 ones is below `min_cosine`. Returns export.json's content.
+    cosine of its embeddings to the torch fp32 ones is below `min_cosine`. A passing check is followed by a
+    short timing of the published files; export.json records the fastest, which `--backend auto` loads.
+    Returns export.json's content.
     """
     start = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out or model_dir)
@@ -199,6 +314,10 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
     embedding = is_embedding_model(model_dir)
     if embedding and data is not None and not isinstance(data, (list, tuple)):
         raise ModelError(f"{model_dir} is an embedding model: check it on a list of sentences, not a task")
+    if openvino:  # before any work: say what to install
+        import_openvino()
+        if quantize and data is not None:
+            import_nncf()
     model, tokenizer = load_eager(model_dir, embedding), load_tokenizer(str(model_dir))
     if not embedding and data is not None and model.config.num_labels != data.num_labels:
         raise ModelError(f"{model_dir} has {model.config.num_labels} outputs; task {data.name} needs {data.num_labels}")
@@ -233,30 +352,46 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
         if quantize:
             quantize_int8(tmp / ONNX_FP32, tmp / ONNX_INT8)
             files["onnx-int8"] = tmp / ONNX_INT8
-        failed = []
+        reference = TorchBackend(model_dir, max_length) if data is not None else None
+        if openvino:
+            info["openvino"] = export_openvino(tmp, files, tokenizer, data, quantize, sentences_source,
+                                               reference.max_length if reference else max_length or 128)
+        failed, passed_hints = [], []
+        candidates = {}
+        if data is not None:
+            max_len = reference.max_length
+            candidates = {name: open_candidate(name, out, max_len, path) for name, path in files.items()}
+            if "openvino" in files and cpu_bf16():  # the fp32 IR under the bf16 hint: checked, not a file of its own
+                candidates["openvino-bf16"] = open_candidate("openvino-bf16", out, max_len, files["openvino"])
         if data is not None and embedding:
-            reference = TorchBackend(model_dir, max_length)
-            candidates = {name: OrtBackend(out, reference.max_length, path) for name, path in files.items()}
             check = check_embedding_backends(reference, candidates, list(data))
-            failed = [n for n in files if check[n]["mean_cosine"] < min_cosine]
-            info["check"] = {"sentences": len(data), "source": sentences_source, "max_length": reference.max_length,
+            bad = [n for n in candidates if check[n]["mean_cosine"] < min_cosine]
+            info["check"] = {"sentences": len(data), "source": sentences_source, "max_length": max_len,
                              "min_mean_cosine": min_cosine, "results": check}
-            del candidates
         elif data is not None:
-            reference = TorchBackend(model_dir, max_length)
-            candidates = {name: OrtBackend(out, reference.max_length, path) for name, path in files.items()}
             check = check_backends(reference, candidates, data)
-            failed = [n for n in files if check[n]["score_drop_points"] > tolerance]
-            info["check"] = {"task": data.name, "data": data.source, "max_length": reference.max_length,
+            bad = [n for n in candidates if check[n]["score_drop_points"] > tolerance]
+            info["check"] = {"task": data.name, "data": data.source, "max_length": max_len,
                              "dev_examples": sum(len(ds) for ds in data.dev.values()), "tolerance_points": tolerance,
                              "results": check}
-            del candidates
+        if data is not None:
+            failed = [n for n in files if n in bad]
+            passed_hints = [n for n in candidates if n not in files and n not in bad]
+            if "openvino-bf16" in candidates:
+                info["check"]["openvino_bf16"] = ("passed: auto may pick it" if "openvino-bf16" in passed_hints
+                                                  else "failed: auto never picks it")
+            if not failed:  # time what is published, so `auto` can load the fastest
+                texts, pairs = timing_texts(data)
+                info["timing"] = time_backends({n: candidates[n] for n in [*files, *passed_hints]}, texts, pairs)
+        del candidates
         published = [path for name, path in files.items() if name not in failed]
-        info["files"] = {path.name: path.stat().st_size for path in published}
+        info["files"] = {}
         for path in published:
-            os.replace(path, out / path.name)
-        for stale in {ONNX_FP32, ONNX_INT8} - set(info["files"]):  # `auto` must never pick a stale or failing file
-            (out / stale).unlink(missing_ok=True)
+            for part in (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,):
+                info["files"][part.name] = part.stat().st_size
+                os.replace(part, out / part.name)
+        for stale in set(EXPORTED_FILES) - set(info["files"]):
+            (out / stale).unlink(missing_ok=True)  # `auto` must never pick a stale or failing file
     info.update(checked=data is not None, passed=not failed, failed=failed, seconds=round(time.perf_counter() - start, 1), versions=versions())
     write_json(out / "export.json", info)
     if failed and embedding:
@@ -274,3 +409,36 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
         raise ExportCheckError(f"export check failed: {detail} (tolerance {tolerance} points), so {' and '.join(names)} "
                                f"not written (see {out / 'export.json'}). Try --no-int8 or a larger --tolerance.")
     return info
+
+
+def export_openvino(tmp: Path, files: dict, tokenizer, data, quantize: bool, sentences_source: str | None,
+                    max_length: int) -> dict:
+    """The OpenVINO IR files in `tmp` (added to `files`): fp32 from the raw ONNX graph, int8 by NNCF when
+    `quantize` and there is `data` to calibrate on. Returns what export.json records about them."""
+    onnx_to_openvino(tmp / "raw.onnx", tmp / OV_FP32)
+    files["openvino"] = tmp / OV_FP32
+    info = {"version": version_of("openvino"), "source": "the torch.onnx.export graph (before ORT's fusions)",
+            "weights": "fp32", "int8": None}
+    if not quantize:
+        return info
+    if data is None:
+        info["int8"] = {"skipped": "no data to calibrate on: export with the check on to get model.int8.ov.xml"}
+        return info
+    texts, pairs, about = calibration_texts(data, CALIBRATION_SIZE, sentences_source)
+    calibration = [{k: v.astype(np.int64) for k, v in tokenizer(
+        [t], [pairs[i]] if pairs is not None else None, truncation=True, max_length=max_length,
+        return_tensors="np").items()} for i, t in enumerate(texts)]
+    quantize_openvino(tmp / OV_FP32, tmp / OV_INT8, calibration)
+    files["openvino-int8"] = tmp / OV_INT8
+    info["int8"] = {"method": "nncf.quantize (static: int8 weights and activations)", "model_type": "transformer",
+                    "nncf": version_of("nncf"), "calibration": about}
+    return info
+
+
+def timing_texts(data) -> tuple[list[str], list[str] | None]:
+    """Dev texts (and pairs) the export times the files on: the first 8 of the checking data."""
+    if isinstance(data, (list, tuple)):
+        return list(data)[:8], None
+    ds = next(iter(data.dev.values()))
+    rows = ds.select(range(min(8, len(ds))))
+    return list(rows["text"]), list(rows["text_pair"]) if data.is_pair else None

@@ -5,7 +5,8 @@
     POST /v1/embed     {"texts": [...]} → {"embeddings": [[...], ...], "dimension": d, "normalized": bool}
                        (embedding models; each endpoint answers 404 with a message on the other kind of model)
     GET  /health       model, backend, labels;  503 while shutting down
-    GET  /metrics      Prometheus text format
+    GET  /metrics      Prometheus text format: counters, a latency histogram, and per-request summaries (p50, p99
+                       over the last `window` requests) of queue wait, model batch size and model time
     GET  /docs         OpenAPI (FastAPI)
 
 Requests put their texts on one asyncio queue; a single worker task takes up to `max_batch` texts
@@ -20,9 +21,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -92,23 +93,74 @@ class Limits:
         return self.max_body_bytes or 2 * self.max_texts * (6 * self.max_chars + 8) + 4096
 
 
+class Window:
+    """A Prometheus summary: quantiles over the last `size` observations (a bounded window, so they follow the
+    current load and memory stays fixed), and the sum and count of all observations."""
+
+    QUANTILES = (0.5, 0.99)
+
+    def __init__(self, size: int = 1024):
+        self.values: deque[float] = deque(maxlen=size)
+        self.sum, self.count = 0.0, 0
+
+    def observe(self, value: float) -> None:
+        self.values.append(value)
+        self.sum += value
+        self.count += 1
+
+    def quantile(self, q: float) -> float:
+        return float(np.quantile(np.fromiter(self.values, float), q)) if self.values else float("nan")
+
+    def render(self, name: str, help_: str) -> list[str]:
+        return ([f"# HELP {name} {help_} Quantiles over the last {self.values.maxlen} requests.",
+                 f"# TYPE {name} summary"]
+                + [f'{name}{{quantile="{q}"}} {self.quantile(q):.6g}'.replace("nan", "NaN") for q in self.QUANTILES]
+                + [f"{name}_sum {self.sum:.6f}", f"{name}_count {self.count}"])
+
+
+@dataclass
+class RequestTiming:
+    """Where one request's time went, filled in by the batcher: the longest wait of its texts from being queued
+    to the start of their model batch, the largest batch they ran in, and the model time of those batches."""
+
+    queued: float = field(default_factory=time.perf_counter)
+    queue_wait: float = 0.0
+    batch_size: int = 0
+    model_seconds: float = 0.0
+    batches: set = field(default_factory=set)
+
+    def ran(self, batch: int, start: float, size: int, seconds: float) -> None:
+        self.queue_wait = max(self.queue_wait, start - self.queued)
+        self.batch_size = max(self.batch_size, size)
+        if batch not in self.batches:  # a request split over several batches waits for each
+            self.batches.add(batch)
+            self.model_seconds += seconds
+
+
 class Metrics:
     """The service's counters, rendered in Prometheus text format."""
 
     BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-    def __init__(self):
+    def __init__(self, window: int = 1024):
         self.requests = self.texts = self.batches = self.batch_texts = self.inflight = 0
         self.inference_seconds = self.latency_sum = 0.0
         self.latency_buckets = [0] * len(self.BUCKETS)
         self.latency_count = 0
         self.errors: Counter[int] = Counter()
+        self.latency, self.queue_wait, self.batch_size, self.model_time = (Window(window) for _ in range(4))
 
-    def observe(self, seconds: float) -> None:
+    def observe(self, seconds: float, timing: RequestTiming | None = None) -> None:
+        """A successful request: its latency, and where the time went."""
         self.latency_sum += seconds
         self.latency_count += 1
         for i, bound in enumerate(self.BUCKETS):
             self.latency_buckets[i] += seconds <= bound
+        self.latency.observe(seconds)
+        if timing is not None:
+            self.queue_wait.observe(timing.queue_wait)
+            self.batch_size.observe(timing.batch_size)
+            self.model_time.observe(timing.model_seconds)
 
     def render(self, queue_depth: int) -> str:
         def metric(name, kind, help_, samples):
@@ -131,6 +183,13 @@ class Metrics:
             + [f'{h}_bucket{{le="{b}"}} {n}' for b, n in zip(self.BUCKETS, self.latency_buckets)]
             + [f'{h}_bucket{{le="+Inf"}} {self.latency_count}', f"{h}_sum {self.latency_sum:.6f}",
                f"{h}_count {self.latency_count}"]
+            + self.latency.render("distil_request_seconds", "Latency of successful requests (seconds).")
+            + self.queue_wait.render("distil_request_queue_wait_seconds", "Per successful request: seconds its texts "
+                                     "waited from being queued to the start of their model batch (the longest).")
+            + self.batch_size.render("distil_request_batch_size", "Per successful request: texts in the model batch "
+                                     "its texts ran in (the largest).")
+            + self.model_time.render("distil_request_model_seconds", "Per successful request: seconds of the model "
+                                     "batches its texts ran in.")
         )
         return "\n".join(lines) + "\n"
 
@@ -145,7 +204,8 @@ class Batcher:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")
         self.accepting = True
 
-    async def classify(self, texts: list[str], pairs: list[str] | None) -> list[dict]:
+    async def classify(self, texts: list[str], pairs: list[str] | None,
+                       timing: RequestTiming | None = None) -> list[dict]:
         if not self.accepting:
             raise HTTPException(503, "the server is shutting down")
         if self.queue.qsize() + len(texts) > self.limits.max_queue:
@@ -153,8 +213,10 @@ class Batcher:
                                      f"{self.limits.max_queue}): retry later")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in texts]
+        timing = timing or RequestTiming()
+        timing.queued = time.perf_counter()
         for i, future in enumerate(futures):
-            self.queue.put_nowait((texts[i], pairs[i] if pairs is not None else None, future))
+            self.queue.put_nowait((texts[i], pairs[i] if pairs is not None else None, future, timing))
         try:
             return await asyncio.wait_for(asyncio.gather(*futures), self.limits.timeout_s)
         except asyncio.TimeoutError:  # gather is cancelled, so are the futures: the worker skips them
@@ -199,18 +261,21 @@ class Batcher:
                 if live:
                     start = time.perf_counter()
                     logits = await loop.run_in_executor(
-                        self.executor, self._predict, [t for t, _, _ in live], [p for _, p, _ in live])
-                    self.metrics.inference_seconds += time.perf_counter() - start
+                        self.executor, self._predict, [t for t, _, _, _ in live], [p for _, p, _, _ in live])
+                    seconds = time.perf_counter() - start
+                    self.metrics.inference_seconds += seconds
                     self.metrics.batches += 1
                     self.metrics.batch_texts += len(live)
+                    for *_, timing in live:
+                        timing.ran(self.metrics.batches, start, len(live), seconds)
                     rows = ([row.tolist() for row in logits] if self.backend.embedding else
                             results(logits, self.backend.id2label, self.backend.regression, all_scores=True,
                                     multi_label=self.backend.multi_label, threshold=self.threshold))
-                    for (_, _, future), row in zip(live, rows):
+                    for (_, _, future, _), row in zip(live, rows):
                         if not future.done():
                             future.set_result(row)
             except Exception as err:  # noqa: BLE001 - the worker must survive; the requests get a 500
-                for _, _, future in live:
+                for _, _, future, _ in live:
                     if not future.done():
                         future.set_exception(HTTPException(500, f"inference failed: {type(err).__name__}: {err}"))
             finally:
@@ -272,26 +337,28 @@ def check_request(req: ClassifyRequest | EmbedRequest, limits: Limits, is_pair: 
     if req.text_pairs is not None and len(req.text_pairs) != len(req.texts):
         raise HTTPException(422, f"text_pairs has {len(req.text_pairs)} items but texts has {len(req.texts)}: "
                                  "send one text_pair per text")
-    for field in ("texts", "text_pairs"):
-        for i, text in enumerate(getattr(req, field) or []):
+    for name in ("texts", "text_pairs"):
+        for i, text in enumerate(getattr(req, name) or []):
             if len(text) > limits.max_chars:
-                raise HTTPException(413, f"{field}[{i}] has {len(text)} characters; the limit is {limits.max_chars} "
+                raise HTTPException(413, f"{name}[{i}] has {len(text)} characters; the limit is {limits.max_chars} "
                                          "(--max-chars)")
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
-                raise HTTPException(422, f"{field}[{i}] is not valid Unicode (a lone surrogate escape)") from None
+                raise HTTPException(422, f"{name}[{i}] is not valid Unicode (a lone surrogate escape)") from None
 
 
 def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_length: int | None = None,
-               threshold: float | None = None, **limits) -> FastAPI:
+               threshold: float | None = None, metrics_window: int = 1024, **limits) -> FastAPI:
     """The FastAPI app for a model folder; `backend` is a name (see load_backend) or a Backend;
     `threshold`: a multi-label model answers every label whose probability is above it (default 0.5);
-    `limits` are the fields of Limits."""
+    `metrics_window`: how many recent requests /metrics' quantiles cover; `limits` are the fields of Limits."""
     limits = Limits(**limits)
+    if metrics_window < 1:
+        raise ConfigError(f"--metrics-window {metrics_window}: expected a number >= 1")
     model = backend if isinstance(backend, Backend) else load_backend(model_dir, backend, max_length)
     threshold = check_threshold(threshold, model.multi_label)
-    metrics = Metrics()
+    metrics = Metrics(metrics_window)
     is_pair = False if model.embedding else is_pair_model(model_dir)
     kind = "embedding" if model.embedding else "classifier"
 
@@ -347,14 +414,15 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
                                     "embedding model: POST /v1/classify")
             req = parse_request(await read_body(request, limits.body_bytes), schema)
             check_request(req, limits, is_pair)
-            rows = await request.app.state.batcher.classify(req.texts, getattr(req, "text_pairs", None))
+            timing = RequestTiming()
+            rows = await request.app.state.batcher.classify(req.texts, getattr(req, "text_pairs", None), timing)
         except HTTPException as err:
             metrics.errors[err.status_code] += 1
             raise
         finally:
             metrics.inflight -= 1
         metrics.texts += len(rows)
-        metrics.observe(time.perf_counter() - start)
+        metrics.observe(time.perf_counter() - start, timing)
         return rows
 
     @app.get("/health")
@@ -377,7 +445,8 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
 
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, backend: str = "auto",
-          max_length: int | None = None, access_log: bool = False, threshold: float | None = None, **limits) -> None:
+          max_length: int | None = None, access_log: bool = False, threshold: float | None = None,
+          metrics_window: int = 1024, **limits) -> None:
     """Run the app on uvicorn (one process; the model runs in one thread beside the event loop).
 
     SIGTERM/Ctrl-C: uvicorn stops accepting, waits for open requests (up to timeout_s + 1), then the
@@ -386,6 +455,6 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, back
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port {port}: expected 0..65535")
-    app = create_app(model_dir, backend, max_length, threshold, **limits)
+    app = create_app(model_dir, backend, max_length, threshold, metrics_window, **limits)
     uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=int(Limits(**limits).timeout_s) + 1,
                 log_level="info", access_log=access_log)

@@ -11,6 +11,7 @@ from ..artifacts import read_record
 from ..data.errors import DataError
 from ..data.glue import GLUE_TASKS, default_glue_dir
 from ..data.retrieval import RetrievalSet, glue_retrieval, jsonl_retrieval, sts_pairs
+from ..data.files import load_table
 from ..data.task import TaskData, load_task_data, recorded_dev_data
 from ..deploy.backends import load_backend, predict_all
 from ..errors import UserError
@@ -123,10 +124,13 @@ def embedding_evaluation(model_dir: str, teacher: str | None = None, compare: li
 
 def checking_data(model_dir: str | Path, task: str | None = None, data_dir: str | Path | None = None,
                   dev_file: str | Path | None = None, text_column: str = "text", text_pair_column: str | None = None,
-                  label_column: str = "label", dev_limit: int | None = None, label_separator: str = "|") -> TaskData:
+                  label_column: str = "label", dev_limit: int | None = None, label_separator: str = "|",
+                  train_limit: int = 1) -> TaskData:
     """The dev data a trained model is checked on: `dev_file` (read with the given columns) when given; else
     `task`, a GLUE task; else what its distil.json records: the user's own dev file it was trained with, or its
-    GLUE task; else SST-2. A file's labels are read with the model's own label names, so ids match its outputs."""
+    GLUE task; else SST-2. A file's labels are read with the model's own label names, so ids match its outputs.
+    `train_limit`: how many training rows come along (the OpenVINO int8 export calibrates on them): of the GLUE
+    task, or of the training file distil.json records (none when there is no such file)."""
     record, labels = read_record(model_dir), model_labels(model_dir)
     recorded = record.get("data", {})
     if dev_file is not None:
@@ -135,12 +139,34 @@ def checking_data(model_dir: str | Path, task: str | None = None, data_dir: str 
                   **({"text_pair_column": text_pair_column} if text_pair_column else {}),
                   "label_column": label_column, **({"regression": True} if labels is None else {}),
                   **({"multi_label": True, "label_separator": label_separator} if tags else {})}
-        return recorded_dev_data(record.get("task") or Path(dev_file).stem, source, labels, dev_limit)
+        data = recorded_dev_data(record.get("task") or Path(dev_file).stem, source, labels, dev_limit)
+        return with_recorded_train(data, recorded, labels, train_limit)
     if task is None and "dev_file" in recorded:
-        return recorded_dev_data(record["task"], recorded, labels, dev_limit)
+        data = recorded_dev_data(record["task"], recorded, labels, dev_limit)
+        return with_recorded_train(data, recorded, labels, train_limit)
     task = task or record.get("task") or "sst2"
     if task not in GLUE_TASKS and "train_file" in recorded:
         raise DataError(f"{model_dir} was trained on your own files ({recorded['train_file']}), and its distil.json "
                         "does not record the columns of its dev file: give --dev FILE with --text-column and "
                         "--label-column, or --task (a GLUE task)")
-    return load_task_data(task=task, data_dir=data_dir, train_limit=1, dev_limit=dev_limit)
+    return load_task_data(task=task, data_dir=data_dir, train_limit=train_limit, dev_limit=dev_limit)
+
+
+def with_recorded_train(data: TaskData, recorded: dict, labels: list[str] | None, train_limit: int) -> TaskData:
+    """`data` with the first `train_limit` rows of the training file distil.json records, when there is one, it
+    still exists, reads with its recorded columns and has the dev data's columns; else `data` as it is."""
+    path = recorded.get("train_file")
+    if train_limit <= 1 or not path or not Path(path).exists() or "text_column" not in recorded:
+        return data
+    try:
+        train, _ = load_table(path, recorded["text_column"], recorded.get("label_column", "label"),
+                              recorded.get("text_pair_column"), labels is None, labels, train_limit,
+                              multi_label=bool(recorded.get("multi_label")),
+                              label_separator=recorded.get("label_separator", "|"))
+    except (DataError, ValueError, KeyError):
+        return data
+    if set(train.column_names) != set(data.train.column_names):
+        return data
+    data.train = train.cast(data.train.features)
+    data.source = {**data.source, "train_file": str(path)}
+    return data
