@@ -165,3 +165,114 @@ def test_non_wordpiece_refused(tmp_path):
         choose_vocab(bpe, TRAIN)
     with pytest.raises(ConfigError, match="--vocab-size must be >= 1"):
         VocabTrim(size=0)
+
+
+# --- the stages and deployment -------------------------------------------------------------------------
+
+FAST = dict(epochs=1, batch_size=16, learning_rate=1e-3, max_length=32, bf16=False, save_steps=100, logging_steps=2)
+UNSEEN = ["wonderful films", "a zoo of cinema"]  # dropped words: shorter pieces, then [UNK]
+
+
+@pytest.fixture(scope="module")
+def trimmed_student(classifier_teacher, tmp_path_factory) -> Path:
+    """`distil student --trim-vocab --vocab-corpus FILE` on the classifier teacher."""
+    from typer.testing import CliRunner
+
+    from distilkit.cli import app
+
+    root = tmp_path_factory.mktemp("trimmed")
+    (root / "corpus.txt").write_text("\n".join(TRAIN) + "\n")
+    result = CliRunner().invoke(app, ["student", "--teacher", str(classifier_teacher), "--out", str(root / "s"),
+                                      "--layers", "0,2", "--trim-vocab", "--vocab-corpus", str(root / "corpus.txt")])
+    assert result.exit_code == 0, result.output
+    return root / "s"
+
+
+def test_student_command_records_the_vocabulary(trimmed_student, classifier_teacher):
+    from transformers import AutoTokenizer
+
+    info = json.loads((trimmed_student / "distil.json").read_text())
+    vocab = info["vocab"]
+    assert info["trim_vocab"] == {"trim_vocab": True, "vocab_size": None, "vocab_corpus": vocab["vocab_corpus"]}
+    assert vocab["teacher_vocab"] == len(VOCAB) and vocab["kept"] < len(VOCAB) and vocab["corpus_texts"] == len(TRAIN)
+    assert info["parameters"]["student"]["embedding"] < info["parameters"]["teacher"]["embedding"]
+    lines = (trimmed_student / "vocab.txt").read_text().splitlines()
+    tok = AutoTokenizer.from_pretrained(trimmed_student)
+    assert len(lines) == vocab["kept"] and [tok.convert_tokens_to_ids(t) for t in lines] == list(range(len(lines)))
+    assert tok.tokenize("wonderful films")[:2] == ["w", "##o"]
+
+
+def test_trimmed_student_exports_predicts_and_serves(trimmed_student, tmp_path):
+    import numpy as np
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from distilkit.cli import app
+    from distilkit.deploy.backends import load_backend
+    from distilkit.deploy.export import export_onnx
+    from distilkit.deploy.serve import create_app
+
+    out = tmp_path / "onnx"
+    export_onnx(trimmed_student, out)
+    texts = IN_VOCAB + UNSEEN
+    np.testing.assert_allclose(load_backend(out, "onnx")(texts), load_backend(trimmed_student, "torch")(texts),
+                               atol=1e-4)
+    result = CliRunner().invoke(app, ["predict", str(out), "--backend", "onnx", *texts])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == len(texts)
+    with TestClient(create_app(out, "onnx-int8")) as client:
+        r = client.post("/v1/classify", json={"texts": texts})
+    assert r.status_code == 200, r.text
+    assert {row["label"] for row in r.json()["results"]} <= {"negative", "positive"}
+
+
+def test_task_distillation_trims_and_trains_on_its_own_tokens(classifier_teacher, tiny_glue, tmp_path):
+    from transformers import AutoTokenizer
+
+    from distilkit.data.task import load_task_data
+    from distilkit.stages.task import distil_task
+    from distilkit.train.common import TrainConfig
+    from distilkit.train.task import DistillConfig
+
+    data = load_task_data("sst2", tiny_glue)
+    info = distil_task(str(classifier_teacher), data, TrainConfig(**FAST), DistillConfig(hidden_weight=1.0),
+                       tmp_path / "student", tmp_path / "cache", layers="0,2", trim=VocabTrim())
+    vocab = info["vocab"]
+    assert vocab["kept"] < len(VOCAB) and vocab["dev"]["tokens"] > 0 and vocab["dev"]["changed_share"] == 0.0
+    assert 0 <= info["metrics"]["accuracy"] <= 1
+    tok = AutoTokenizer.from_pretrained(tmp_path / "student")
+    assert len(tok.get_vocab()) == vocab["kept"]
+
+
+def test_embedding_student_trimmed_loads_in_sentence_transformers(tmp_path):
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertModel
+
+    from distilkit.models.pooling import Pooling, write_sentence_transformers_files
+    from distilkit.stages.embedding import distil_embeddings
+    from distilkit.train.embedding import EmbedConfig
+
+    from .conftest import tiny_bert_config
+
+    teacher = tmp_path / "teacher"
+    torch.manual_seed(0)
+    tok = vocab_tokenizer(teacher)
+    BertModel(tiny_bert_config(vocab_size=len(VOCAB), initializer_range=0.3), add_pooling_layer=False).save_pretrained(teacher)
+    tok.save_pretrained(teacher)
+    write_sentence_transformers_files(teacher, Pooling("mean", True), 32, 64)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TRAIN) + "\n")
+    quiet = dict(layers="0,2", cache_dir=tmp_path / "cache", say=lambda m: None)
+    untrained = EmbedConfig(epochs=0, max_length=32)
+    distil_embeddings(str(teacher), [corpus], tmp_path / "plain", untrained, **quiet)
+    info = distil_embeddings(str(teacher), [corpus], tmp_path / "trimmed", untrained, trim=VocabTrim(), **quiet)
+    assert info["vocab"]["kept"] < len(VOCAB)
+    plain = SentenceTransformer(str(tmp_path / "plain"), device="cpu").encode(IN_VOCAB)
+    trimmed = SentenceTransformer(str(tmp_path / "trimmed"), device="cpu")
+    np.testing.assert_allclose(trimmed.encode(IN_VOCAB), plain, atol=1e-6)
+    assert trimmed.encode(UNSEEN).shape == (2, 32)
+    trained = distil_embeddings(str(teacher), [corpus], tmp_path / "trained", EmbedConfig(epochs=1, batch_size=8,
+                                max_length=32), trim=VocabTrim(size=info["vocab"]["kept"] - 2), **quiet)
+    assert trained["vocab"]["kept"] == info["vocab"]["kept"] - 2 and trained["train"]["steps"] > 0
+    assert SentenceTransformer(str(tmp_path / "trained"), device="cpu").encode(UNSEEN).shape == (2, 32)

@@ -26,7 +26,9 @@ from ..models.folders import load_config, load_tokenizer
 from ..models.loading import count_parameters, load_encoder, save_model
 from ..models.pooling import Pooling, read_pooling, write_sentence_transformers_files
 from ..models.student import build_student, choose_layers
+from ..models.vocab import VocabTrim
 from ..train.embedding import EmbedConfig, encode_ids, tokenize, train_student
+from .vocab import save_vocab_file, trim_student
 
 
 def save_embedding_model(model, tokenizer, folder: Path, pooling: Pooling, max_seq_length: int, info: dict) -> None:
@@ -67,9 +69,11 @@ def teacher_embeddings(teacher_dir: str, pooling: Pooling, ids: list[list[int]],
 
 def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: EmbedConfig,
                       layers: str | list[int] | None = None, num_layers: int | None = None,
-                      cache_dir: Path | None = None, overwrite: bool = False, say=print) -> dict:
+                      cache_dir: Path | None = None, overwrite: bool = False, say=print,
+                      trim: VocabTrim | None = None) -> dict:
     """`distil embed`: student from the teacher, trained on the corpus' sentences to match the teacher's
-    embeddings (no labels); cfg.epochs 0 writes the untrained truncated student. Returns distil.json's content."""
+    embeddings (no labels); cfg.epochs 0 writes the untrained truncated student. Returns distil.json's content.
+    With `trim`, the student keeps the vocabulary of the corpus (and trim.corpus) only."""
     check_output(out, overwrite)
     choose_layers(depth(load_config(teacher)), layers, num_layers)  # a bad --layers fails before any loading
     start = time.perf_counter()
@@ -77,15 +81,22 @@ def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: Em
     if note:
         say(f"note: {note}")
     student, layer_map = build_embedding_student(teacher, layers, num_layers)
-    tokenizer = load_tokenizer(teacher)
-    info = {"stage": "embed", "teacher": teacher, "layer_map": layer_map, "student_type": student.config.model_type,
-            "config": {**cfg.to_dict()}, "parameters": count_parameters(student)}
-    if cfg.epochs > 0:
+    tokenizer = teacher_tokenizer = load_tokenizer(teacher)
+    sentences = sources = None
+    if cfg.epochs > 0 or trim is not None:
         sentences, sources = load_sentences(corpus)
         say(f"{len(sentences):,} sentences from {', '.join(str(c) for c in corpus)}")
-        ids = tokenize(tokenizer, sentences, cfg.max_length)
-        targets, cache = teacher_embeddings(teacher, pooling, ids, sentences, cfg.max_length,
-                                            tokenizer.pad_token_id, cache_dir)
+    vocab = None
+    if trim is not None:
+        student, tokenizer, vocab = trim_student(student, tokenizer, trim, sentences, say=say)
+    info = {"stage": "embed", "teacher": teacher, "layer_map": layer_map, "student_type": student.config.model_type,
+            "config": {**cfg.to_dict()}, "parameters": count_parameters(student),
+            **({"trim_vocab": trim.to_dict(), "vocab": vocab} if vocab else {})}
+    if cfg.epochs > 0:
+        teacher_ids = tokenize(teacher_tokenizer, sentences, cfg.max_length)
+        ids = teacher_ids if tokenizer is teacher_tokenizer else tokenize(tokenizer, sentences, cfg.max_length)
+        targets, cache = teacher_embeddings(teacher, pooling, teacher_ids, sentences, cfg.max_length,
+                                            teacher_tokenizer.pad_token_id, cache_dir)
         log = train_student(student, ids, targets, tokenizer.pad_token_id, pooling.mode, cfg)
         info.update(corpus={"sources": sources, "sentences": len(sentences),
                             "tokens": int(sum(len(r) for r in ids))},
@@ -95,6 +106,7 @@ def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: Em
     info["seconds"] = round(time.perf_counter() - start, 1)
     with atomic_output_dir(out, overwrite) as tmp:
         save_embedding_model(student, tokenizer, tmp, pooling, cfg.max_length, info)
+        save_vocab_file(tmp, tokenizer, vocab)
     return info
 
 
