@@ -276,3 +276,42 @@ def test_embedding_student_trimmed_loads_in_sentence_transformers(tmp_path):
                                 max_length=32), trim=VocabTrim(size=info["vocab"]["kept"] - 2), **quiet)
     assert trained["vocab"]["kept"] == info["vocab"]["kept"] - 2 and trained["train"]["steps"] > 0
     assert SentenceTransformer(str(tmp_path / "trained"), device="cpu").encode(UNSEEN).shape == (2, 32)
+
+
+def test_run_trims_the_student_init_and_resumes_only_with_the_same_setting(classifier_teacher, tiny_glue, tmp_path):
+    from distilkit.data.task import load_task_data
+    from distilkit.experiments.run import run_pipeline
+    from distilkit.stages.reuse import StageConfigError
+    from distilkit.stages.task import task_stages
+    from distilkit.train.common import TrainConfig
+    from distilkit.train.task import DistillConfig
+
+    data = load_task_data("sst2", tiny_glue)
+    cfg = TrainConfig(**FAST)
+    out = tmp_path / "run"
+    metrics = run_pipeline(str(classifier_teacher), data, out, cfg, cfg, DistillConfig(), layers="0,2",
+                           trim=VocabTrim(size=60))
+    init = json.loads((out / "student_init" / "distil.json").read_text())
+    student = json.loads((out / "student" / "distil.json").read_text())
+    assert init["vocab"]["kept"] == 60 and student["vocab"] == init["vocab"] and "dev" in init["vocab"]
+    for name in ("student", "baseline"):
+        assert metrics["models"][name]["parameters"]["embedding"] < metrics["models"]["teacher"]["parameters"]["embedding"]
+    again = task_stages(str(classifier_teacher), data, cfg, cfg, DistillConfig(), out, out / "cache", layers="0,2",
+                        trim=VocabTrim(size=60))
+    assert again["student"]["vocab"]["kept"] == 60
+    with pytest.raises(StageConfigError, match="trim_vocab"):
+        task_stages(str(classifier_teacher), data, cfg, cfg, DistillConfig(), out, out / "cache", layers="0,2")
+
+
+def test_cli_vocab_options_need_trim_vocab(classifier_teacher, tmp_path):
+    from typer.testing import CliRunner
+
+    from distilkit.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["student", "--teacher", str(classifier_teacher), "--out", str(tmp_path / "s"),
+                                 "--vocab-size", "50"])
+    assert result.exit_code == 2 and "go with --trim-vocab" in result.output
+    result = runner.invoke(app, ["student", "--teacher", str(classifier_teacher), "--out", str(tmp_path / "s"),
+                                 "--trim-vocab"])
+    assert result.exit_code == 2 and "--vocab-corpus" in result.output
