@@ -62,3 +62,24 @@ def test_narrow_keeps_the_largest_dims_and_refuses_bad_sizes():
         narrow_student(wide, hidden_size=10, intermediate_size=8)
     with pytest.raises(ConfigError, match="--intermediate-size in 1..64"):
         narrow_student(wide, hidden_size=16, intermediate_size=65)
+
+
+def test_student_command_narrows(tiny_teacher, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from distilkit.cli import app
+    from distilkit.models.loading import load_any
+
+    result = CliRunner().invoke(app, ["student", "--teacher", str(tiny_teacher), "--out", str(tmp_path / "s"),
+                                      "--hidden-size", "16", "--intermediate-size", "32"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "s" / "distil.json").read_text())
+    assert info["narrow"]["hidden_size"] == 16 and len(info["narrow"]["hidden_dims"]) == 16
+    model = load_any(str(tmp_path / "s"))
+    assert model.config.dim == 16 and model.config.hidden_dim == 32
+    assert info["parameters"]["student"]["total"] < info["parameters"]["teacher"]["total"] / 3
+    result = CliRunner().invoke(app, ["student", "--teacher", str(tiny_teacher), "--out", str(tmp_path / "t"),
+                                      "--hidden-size", "16"])
+    assert result.exit_code == 2 and "go together" in result.output

@@ -22,6 +22,10 @@ def student(
     num_layers: Optional[int] = NumLayersOpt,
     trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
     vocab_corpus: Optional[Path] = VocabCorpusOpt,
+    hidden_size: Optional[int] = typer.Option(None, "--hidden-size", help="A narrower student: keep the teacher's H "
+                                              "most important hidden dimensions (with --intermediate-size)."),
+    intermediate_size: Optional[int] = typer.Option(None, "--intermediate-size", help="A narrower student: keep "
+                                                    "each layer's I most important FFN dimensions."),
     overwrite: bool = OverwriteOpt,
 ):
     """Build a student from a teacher: fewer layers copied from chosen teacher layers."""
@@ -30,8 +34,10 @@ def student(
     trim = vocab_trim(trim_vocab, vocab_size, vocab_corpus)
     if trim is not None and trim.corpus is None:
         raise ConfigError("distil student --trim-vocab keeps the tokens of --vocab-corpus FILE: give it")
+    if (hidden_size is None) != (intermediate_size is None):
+        raise ConfigError("--hidden-size and --intermediate-size go together")
     info = make_student(teacher_path(teacher), out, layers=layers, num_layers=num_layers, overwrite=overwrite,
-                        trim=trim)
+                        trim=trim, width=(hidden_size, intermediate_size) if hidden_size else None)
     console.print(f"student ({info['student_type']}) from teacher layers {info['layer_map']} → {out}")
     print_params(info["parameters"])
 

@@ -22,6 +22,7 @@ from ..models.families import depth
 from ..models.folders import ModelError, has_classifier_head, load_config, load_tokenizer
 from ..models.loading import count_parameters, load_any, load_classifier, save_model
 from ..models.student import build_student, choose_layers
+from ..models.narrow import narrow_student
 from ..models.vocab import VocabTrim
 from ..train.common import TrainConfig, encode
 from ..train.task import DistillConfig, add_teacher_outputs, distill, finetune
@@ -65,15 +66,20 @@ def _task_model(path: str, data: TaskData):
 
 
 def make_student(teacher: str, out: Path, layers: str | None = None, num_layers: int | None = None,
-                 overwrite: bool = False, trim: VocabTrim | None = None, data: TaskData | None = None) -> dict:
+                 overwrite: bool = False, trim: VocabTrim | None = None, data: TaskData | None = None,
+                 width: tuple[int, int] | None = None) -> dict:
     """`distil student`: copy chosen teacher layers into a smaller model; returns distil.json.
-    With `trim`, the vocabulary of `data`'s training texts and trim.corpus only (models/vocab.py)."""
+    With `trim`, the vocabulary of `data`'s training texts and trim.corpus only (models/vocab.py); with `width`
+    (hidden size, intermediate size), the teacher's most important dimensions only (models/narrow.py)."""
     config = load_config(teacher)
     layer_map = choose_layers(depth(config), layers, num_layers)
     with atomic_output_dir(out, overwrite) as tmp:
         teacher_model = load_any(teacher)
         student = build_student(teacher_model, layer_map)
-        tokenizer, vocab = load_tokenizer(teacher), None
+        tokenizer, vocab, narrowed = load_tokenizer(teacher), None, None
+        if width is not None:
+            student, dims = narrow_student(student, *width)
+            narrowed = {"hidden_size": width[0], "intermediate_size": width[1], "hidden_dims": dims["hidden"]}
         if trim is not None:
             student, tokenizer, vocab = trim_student(student, tokenizer, trim, task_texts(data), dev_texts(data),
                                                      say=console.print)
@@ -86,6 +92,7 @@ def make_student(teacher: str, out: Path, layers: str | None = None, num_layers:
             "layer_map": layer_map,
             "parameters": params,
             **({"trim_vocab": trim.to_dict(), "vocab": vocab} if vocab else {}),
+            **({"narrow": narrowed} if narrowed else {}),
         }
         save_model(student, tokenizer, tmp, info)
         save_vocab_file(tmp, tokenizer, vocab)
