@@ -51,6 +51,12 @@ BackendOpt = typer.Option("auto", "--backend", "-b",
                           help="auto (the fastest checked file, as export.json records; else ONNX int8 > ONNX fp32 > "
                                "torch) | torch | torch-bf16 | onnx | onnx-int8 | openvino | openvino-bf16 | "
                                "openvino-int8.")
+TrimVocabOpt = typer.Option(False, "--trim-vocab", help="Keep only the special tokens and the tokens (and single "
+                             "characters) of the training texts in the student's vocabulary (WordPiece tokenizers).")
+VocabSizeOpt = typer.Option(None, "--vocab-size", help="With --trim-vocab: keep at most N tokens, specials and "
+                            "single characters first, then the most frequent.")
+VocabCorpusOpt = typer.Option(None, "--vocab-corpus", help="With --trim-vocab: more text whose tokens are kept "
+                              "(a text file, one sentence per line, a folder of them or a glue_data folder).")
 MaxLengthOpt = typer.Option(None, "--max-length", help="Truncate to N tokens (default: the training length, else 128).")
 
 
@@ -86,6 +92,17 @@ def int_list(value: str, option: str) -> list[int]:
         return [int(x) for x in value.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(f"{option} {value!r}: expected comma-separated whole numbers, like 1,2,3") from None
+
+
+def vocab_trim(trim_vocab: bool, vocab_size: Optional[int], vocab_corpus: Optional[Path]):
+    """--trim-vocab's settings (None: off); --vocab-size or --vocab-corpus alone is an error."""
+    if not trim_vocab:
+        if vocab_size is not None or vocab_corpus is not None:
+            raise ConfigError("--vocab-size and --vocab-corpus go with --trim-vocab")
+        return None
+    from ..models.vocab import VocabTrim
+
+    return VocabTrim(corpus=str(vocab_corpus) if vocab_corpus else None, size=vocab_size)
 
 
 def teacher_path(teacher: Optional[str]) -> str:

@@ -12,7 +12,7 @@ from rich.table import Table
 from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, LoggingStepsOpt,
                      MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt,
                      TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, command, console, int_list,
-                     print_metrics, teacher_path)
+                     print_metrics, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim)
 
 # Defaults of `distil run`: chosen so the whole run fits in 20 minutes on 2 CPU cores (README).
 RUN_TRAIN_LIMIT = 20000
@@ -103,6 +103,8 @@ def run(
     epochs: float = typer.Option(2.0, help="Epochs of the student (and of the baseline)."),
     lr: float = 5e-5, batch_size: int = 32, max_length: int = 128, seed: int = 42,
     alpha: float = 0.5, temperature: float = 2.0, cls_weight: float = 0.0,
+    trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
+    vocab_corpus: Optional[Path] = VocabCorpusOpt,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     save_steps: int = SaveStepsOpt, logging_steps: int = LoggingStepsOpt,
     overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
@@ -115,6 +117,7 @@ def run(
     from ..train.task import DistillConfig
 
     dcfg = DistillConfig(alpha=alpha, temperature=temperature, cls_weight=cls_weight)
+    trim = vocab_trim(trim_vocab, vocab_size, vocab_corpus)
     if not resume:
         check_output(out, overwrite)
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
@@ -125,7 +128,7 @@ def run(
               "logging_steps": logging_steps}
     metrics = run_pipeline(teacher_path(teacher), d, out, TrainConfig(epochs=teacher_epochs, learning_rate=teacher_lr, **shared),
                            TrainConfig(epochs=epochs, learning_rate=lr, **shared), dcfg, layers=layers,
-                           num_layers=num_layers, overwrite=overwrite, resume=resume)
+                           num_layers=num_layers, overwrite=overwrite, resume=resume, trim=trim)
     print_metrics(f"{d.name} dev", {k: v for k, v in metrics["models"].items()})
     console.print(f"retention {metrics['retention'] * 100:.1f}% (baseline {metrics['baseline_retention'] * 100:.1f}%)")
     console.print(json.dumps(metrics["train_seconds"]))
@@ -165,6 +168,8 @@ def glue(
     sweep_depths: Optional[str] = typer.Option(None, help="Also sweep student depths (e.g. 1,2,3,4) on --sweep-task."),
     sweep_task: str = typer.Option("sst2", help="Task of the depth/precision sweep."),
     sweep_precisions: str = typer.Option("fp32,int8", help="Precisions of the sweep: fp32, int8."),
+    trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
+    vocab_corpus: Optional[Path] = VocabCorpusOpt,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT and start afresh (default: resume it)."),
 ):
@@ -174,6 +179,7 @@ def glue(
     from ..data.glue import get_task
     from ..experiments.suite import build_recipes, run_glue
 
+    trim = vocab_trim(trim_vocab, vocab_size, vocab_corpus)
     task_list = [get_task(t.strip()).name for t in tasks.split(",") if t.strip()]
     recipes = build_recipes(task_list, {
         "train_limit": train_limit, "teacher_epochs": teacher_epochs, "teacher_lr": teacher_lr, "epochs": epochs,
@@ -192,7 +198,7 @@ def glue(
                       sweep_depths=int_list(sweep_depths, "--sweep-depths") if sweep_depths else None,
                       sweep_task=sweep_task,
                       sweep_precisions=[p.strip() for p in sweep_precisions.split(",") if p.strip()],
-                      overwrite=overwrite)
+                      overwrite=overwrite, trim=trim)
     console.print((out / "glue.md").read_text())
     console.print(f"macro retention {result['macro_retention'] * 100:.1f}%")
 

@@ -27,7 +27,9 @@ from ..models.folders import load_tokenizer, supported_config
 from ..models.loading import count_parameters, load_encoder, save_model
 from ..models.pooling import Pooling, read_pooling, write_sentence_transformers_files
 from ..models.student import build_student, choose_layer_map
+from ..models.vocab import VocabTrim
 from ..train.embedding import EmbedConfig, encode_ids, tokenize, train_student
+from .vocab import save_vocab_file, trim_student
 
 
 def save_embedding_model(model, tokenizer, folder: Path, pooling: Pooling, max_seq_length: int, info: dict) -> None:
@@ -69,11 +71,12 @@ def teacher_embeddings(teacher_dir: str, pooling: Pooling, ids: list[list[int]],
 def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: EmbedConfig,
                       layers: str | list[int] | None = None, num_layers: int | None = None,
                       cache_dir: Path | None = None, overwrite: bool = False, say=print, save_steps: int = 500,
-                      resume: bool = False) -> dict:
+                      resume: bool = False, trim: VocabTrim | None = None) -> dict:
     """`distil embed`: student from the teacher, trained on the corpus' sentences to match the teacher's
     embeddings (no labels); cfg.epochs 0 writes the untrained truncated student. Returns distil.json's content.
 
-    Training writes a checkpoint every `save_steps` steps; with `resume` it continues from the newest one."""
+    Training writes a checkpoint every `save_steps` steps; with `resume` it continues from the newest one.
+    With `trim`, the student keeps the vocabulary of the corpus (and trim.corpus) only."""
     check_output(out, overwrite)
     choose_layer_map(supported_config(teacher), layers, num_layers)  # a bad family or --layers fails before loading
     start = time.perf_counter()
@@ -81,15 +84,22 @@ def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: Em
     if note:
         say(f"note: {note}")
     student, layer_map = build_embedding_student(teacher, layers, num_layers)
-    tokenizer = load_tokenizer(teacher)
-    info = {"stage": "embed", "teacher": teacher, "layer_map": layer_map, "student_type": student.config.model_type,
-            "config": {**cfg.to_dict()}, "parameters": count_parameters(student)}
-    if cfg.epochs > 0:
+    tokenizer = teacher_tokenizer = load_tokenizer(teacher)
+    sentences = sources = None
+    if cfg.epochs > 0 or trim is not None:
         sentences, sources = load_sentences(corpus)
         say(f"{len(sentences):,} sentences from {', '.join(str(c) for c in corpus)}")
-        ids = tokenize(tokenizer, sentences, cfg.max_length)
-        targets, cache = teacher_embeddings(teacher, pooling, ids, sentences, cfg.max_length,
-                                            tokenizer.pad_token_id, cache_dir)
+    vocab = None
+    if trim is not None:
+        student, tokenizer, vocab = trim_student(student, tokenizer, trim, sentences, say=say)
+    info = {"stage": "embed", "teacher": teacher, "layer_map": layer_map, "student_type": student.config.model_type,
+            "config": {**cfg.to_dict()}, "parameters": count_parameters(student),
+            **({"trim_vocab": trim.to_dict(), "vocab": vocab} if vocab else {})}
+    if cfg.epochs > 0:
+        teacher_ids = tokenize(teacher_tokenizer, sentences, cfg.max_length)
+        ids = teacher_ids if tokenizer is teacher_tokenizer else tokenize(tokenizer, sentences, cfg.max_length)
+        targets, cache = teacher_embeddings(teacher, pooling, teacher_ids, sentences, cfg.max_length,
+                                            teacher_tokenizer.pad_token_id, cache_dir)
         tmp = start_partial(out, overwrite, resume)  # kept by a failure, for --resume
         log = train_student(student, ids, targets, tokenizer.pad_token_id, pooling.mode, cfg,
                             checkpoints=tmp / "checkpoints", save_steps=save_steps, resume=resume)
@@ -103,6 +113,7 @@ def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: Em
         info["train"] = None  # the truncated student, untrained
     info["seconds"] = round(time.perf_counter() - start, 1)
     save_embedding_model(student, tokenizer, tmp, pooling, cfg.max_length, info)
+    save_vocab_file(tmp, tokenizer, vocab)
     publish(tmp, Path(out), overwrite)
     return info
 

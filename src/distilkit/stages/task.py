@@ -27,10 +27,13 @@ from ..models.folders import ModelError, has_classifier_head, load_config, load_
 from ..models.loading import count_parameters, load_any, load_classifier, save_model
 from ..models.student import build_student, choose_layer_map
 from ..tags import MULTI_LABEL
+from ..models.narrow import narrow_student
+from ..models.vocab import VocabTrim
 from ..train.common import TrainConfig, encode
 from ..train.task import DistillConfig, TrainRun, add_teacher_outputs, distill, finetune
 from .evaluate import evaluate_model
 from .reuse import reuse_or_run
+from .vocab import dev_texts, save_vocab_file, student_dataset, task_texts, teacher_on_student_ids, trim_student
 
 console = Console(stderr=True)
 
@@ -95,13 +98,23 @@ def _trained(tmp: Path, run: TrainRun | None) -> dict:
 
 
 def make_student(teacher: str, out: Path, layers: str | None = None, num_layers: int | None = None,
-                 overwrite: bool = False) -> dict:
-    """`distil student`: copy chosen teacher layers into a smaller model; returns distil.json."""
+                 overwrite: bool = False, trim: VocabTrim | None = None, data: TaskData | None = None,
+                 width: tuple[int, int] | None = None) -> dict:
+    """`distil student`: copy chosen teacher layers into a smaller model; returns distil.json.
+    With `trim`, the vocabulary of `data`'s training texts and trim.corpus only (models/vocab.py); with `width`
+    (hidden size, intermediate size), the teacher's most important dimensions only (models/narrow.py)."""
     config = supported_config(teacher)
     layer_map = choose_layer_map(config, layers, num_layers)
     with atomic_output_dir(out, overwrite) as tmp:
         teacher_model = load_any(teacher)
         student = build_student(teacher_model, layer_map)
+        tokenizer, vocab, narrowed = load_tokenizer(teacher), None, None
+        if width is not None:
+            student, dims = narrow_student(student, *width)
+            narrowed = {"hidden_size": width[0], "intermediate_size": width[1], "hidden_dims": dims["hidden"]}
+        if trim is not None:
+            student, tokenizer, vocab = trim_student(student, tokenizer, trim, task_texts(data), dev_texts(data),
+                                                     say=console.print)
         params = {"teacher": count_parameters(teacher_model), "student": count_parameters(student)}
         info = {
             "stage": "student",
@@ -110,8 +123,11 @@ def make_student(teacher: str, out: Path, layers: str | None = None, num_layers:
             "student_type": student.config.model_type,
             "layer_map": layer_map,
             "parameters": params,
+            **({"trim_vocab": trim.to_dict(), "vocab": vocab} if vocab else {}),
+            **({"narrow": narrowed} if narrowed else {}),
         }
-        save_model(student, load_tokenizer(teacher), tmp, info)
+        save_model(student, tokenizer, tmp, info)
+        save_vocab_file(tmp, tokenizer, vocab)
     return info
 
 
@@ -181,8 +197,11 @@ def _neighbour_table(train: datasets.Dataset, tokenizer, teacher, dcfg) -> dict[
 
 def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillConfig, out: Path, cache_dir: Path,
                 student: str | None = None, layers: str | None = None, num_layers: int | None = None,
-                overwrite: bool = False, resume: bool = False) -> dict:
-    """`distil task`: train a student on the fine-tuned teacher's cached outputs plus the gold labels."""
+                overwrite: bool = False, resume: bool = False, trim: VocabTrim | None = None) -> dict:
+    """`distil task`: train a student on the fine-tuned teacher's cached outputs plus the gold labels.
+
+    A student with a trimmed vocabulary (`trim`, or a --student made so) reads the texts through its own
+    tokenizer; the teacher's outputs are still computed on the teacher's tokens."""
     configs = [supported_config(teacher)] + ([supported_config(student)] if student is not None else [])
     if dcfg.attention_weight > 0:  # refused by family before any work, not in the middle of training
         for config in configs:
@@ -205,6 +224,11 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
         else:
             student_model = _task_model(student, data)
             origin = {"student_init": str(student)}
+        student_tokenizer = tokenizer if student is None else load_tokenizer(student)
+        vocab = None if student is None else read_record(student).get("vocab")
+        if trim is not None:
+            student_model, student_tokenizer, vocab = trim_student(student_model, student_tokenizer, trim,
+                                                                   task_texts(data), dev_texts(data), say=console.print)
         student_model.config.problem_type = teacher_model.config.problem_type
         inputs = data.train if data.unlabeled is None else datasets.concatenate_datasets([data.train, data.unlabeled])
         transfer = augment(inputs, dcfg.augment, cfg.seed,
@@ -219,11 +243,14 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
         train_ds = encode(transfer, tokenizer, cfg.max_length)
         with_outputs, teacher_seconds = teacher_outputs_cached(teacher, teacher_model, tokenizer, transfer, train_ds,
                                                                cfg.max_length, dcfg.cls_weight > 0, cache_dir)
-        online = teacher_model if dcfg.online_teacher else None  # intermediate-layer losses: teacher runs online
+        student_rows, pad_tokenizer = student_dataset(with_outputs, transfer, tokenizer, student_tokenizer,
+                                                      cfg.max_length)
+        online = (teacher_on_student_ids(teacher_model, tokenizer, student_tokenizer)  # intermediate-layer losses:
+                  if dcfg.online_teacher else None)  # the teacher runs online, on the student's tokens
         del teacher_model
-        run = distill(student_model, tokenizer, with_outputs, cfg, dcfg, data.regression, tmp / "checkpoints", resume,
-                      teacher=online, multi_label=data.multi_label)
-        metrics = evaluate_model(student_model, tokenizer, data, cfg.max_length)
+        run = distill(student_model, pad_tokenizer, student_rows, cfg, dcfg, data.regression, tmp / "checkpoints",
+                      resume, teacher=online, multi_label=data.multi_label)
+        metrics = evaluate_model(student_model, student_tokenizer, data, cfg.max_length)
         trained = _trained(tmp, run)
         info = {
             "stage": "task-distillation",
@@ -239,9 +266,11 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
             **trained,
             "teacher_outputs_seconds": teacher_seconds,
             "parameters": count_parameters(student_model),
+            **({"vocab": vocab} if vocab else {}),
             "metrics": metrics,
         }
-        save_model(student_model, tokenizer, tmp, info)
+        save_model(student_model, student_tokenizer, tmp, info)
+        save_vocab_file(tmp, student_tokenizer, vocab)
     return info
 
 
@@ -274,7 +303,8 @@ def train_baseline(student: str, data: TaskData, cfg: TrainConfig, out: Path, ov
 
 def task_stages(teacher: str, data: TaskData, teacher_cfg: TrainConfig, student_cfg: TrainConfig, dcfg: DistillConfig,
                 folder: Path, cache_dir: Path, layers: str | None = None, num_layers: int | None = None,
-                baseline: bool = True, compare: dict[str, str] | None = None, resume: bool = True) -> dict[str, dict]:
+                baseline: bool = True, compare: dict[str, str] | None = None, resume: bool = True,
+                trim: VocabTrim | None = None) -> dict[str, dict]:
     """Every stage of one task into `folder`: teacher/ (fine-tuned), student_init/ (built from it), student/
     (distilled), baseline/ (gold labels only) and compare-NAME/ (another model fine-tuned like the teacher).
 
@@ -289,8 +319,10 @@ def task_stages(teacher: str, data: TaskData, teacher_cfg: TrainConfig, student_
         teacher_dir, {"stage": "finetune", "teacher": teacher, **common, "config": teacher_cfg.to_dict()},
         lambda: finetune_teacher(teacher, data, teacher_cfg, teacher_dir, resume=resume))}
     layer_map = choose_layer_map(supported_config(teacher_dir), layers, num_layers)
-    reuse_or_run(init_dir, {"stage": "student", "teacher": str(teacher_dir), "layer_map": layer_map},
-                 lambda: make_student(str(teacher_dir), init_dir, layers, num_layers))
+    trimmed = trim.to_dict() if trim else None  # absent (None) in an untrimmed init's record
+    reuse_or_run(init_dir, {"stage": "student", "teacher": str(teacher_dir), "layer_map": layer_map,
+                            "trim_vocab": trimmed},
+                 lambda: make_student(str(teacher_dir), init_dir, layers, num_layers, trim=trim, data=data))
     infos["student"] = reuse_or_run(
         student_dir,
         {"stage": "task-distillation", "teacher": str(teacher_dir), "student_init": str(init_dir), **common,

@@ -1,0 +1,110 @@
+"""Narrow students: a DistilBERT student made thinner (--hidden-size H, --intermediate-size I), initialised by
+copying the teacher's most important dimensions exactly.
+
+Three index sets are chosen by weight magnitude (no data needed):
+  - residual dims (H of them, shared by every layer): the norm of each embedding column plus the norms of the rows
+    that write into it (attention output, FFN output) in every layer;
+  - per layer and head, H / n_heads of the head's query/key/value dims: ||q_j||·||k_j|| + ||v_j||·||out_j||, kept
+    head by head, so heads stay heads (same count, narrower);
+  - per layer, I FFN dims: ||lin1_j||·||lin2_j||.
+Every weight is the teacher student's weight at those rows and columns, unscaled (LayerNorm then normalises over
+the kept dims only, so outputs differ from the wide model's: training recovers them).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..errors import ConfigError
+
+_LAYER = re.compile(r"^(.*transformer\.layer\.(\d+)\.)(.*)$")
+
+
+def _norm_rows(w: torch.Tensor) -> torch.Tensor:
+    return w.float().norm(dim=1)
+
+
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.sort(torch.topk(scores, k).indices).values
+
+
+def choose_dims(model, hidden_size: int, intermediate_size: int) -> dict:
+    """{"hidden": residual dims, "attention": [per layer], "ffn": [per layer]} (sorted teacher indices)."""
+    config = model.config
+    base = model.base_model
+    heads, width = config.n_heads, config.dim
+    if hidden_size % heads:
+        raise ConfigError(f"--hidden-size {hidden_size} must be a multiple of the {heads} attention heads")
+    if not 0 < hidden_size <= width or not 0 < intermediate_size <= config.hidden_dim:
+        raise ConfigError(f"--hidden-size must be in 1..{width} and --intermediate-size in 1..{config.hidden_dim}, "
+                          f"got {hidden_size} and {intermediate_size}")
+    emb = base.embeddings
+    residual = emb.word_embeddings.weight.float().norm(dim=0) + emb.position_embeddings.weight.float().norm(dim=0)
+    attention, ffn = [], []
+    per_head, old_head = hidden_size // heads, width // heads
+    for layer in base.transformer.layer:
+        a, f = layer.attention, layer.ffn
+        residual = residual + _norm_rows(a.out_lin.weight) + _norm_rows(f.lin2.weight)
+        score = (_norm_rows(a.q_lin.weight) * _norm_rows(a.k_lin.weight)
+                 + _norm_rows(a.v_lin.weight) * a.out_lin.weight.float().norm(dim=0))
+        attention.append(torch.cat([h * old_head + _top(score[h * old_head:(h + 1) * old_head], per_head)
+                                    for h in range(heads)]))
+        ffn.append(_top(_norm_rows(f.lin1.weight) * f.lin2.weight.float().norm(dim=0), intermediate_size))
+    return {"hidden": _top(residual, hidden_size), "attention": attention, "ffn": ffn}
+
+
+def _index(name: str, shape: tuple, dims: dict) -> tuple:
+    """(row index or None, column index or None) of one DistilBERT parameter."""
+    hidden = dims["hidden"]
+    match = _LAYER.match(name)
+    if match:
+        i, rest = int(match.group(2)), match.group(3)
+        att, ffn = dims["attention"][i], dims["ffn"][i]
+        if re.match(r"attention\.[qkv]_lin\.", rest):
+            return att, hidden if rest.endswith("weight") else None
+        if rest.startswith("attention.out_lin."):
+            return hidden, att if rest.endswith("weight") else None
+        if rest.startswith("ffn.lin1."):
+            return ffn, hidden if rest.endswith("weight") else None
+        if rest.startswith("ffn.lin2."):
+            return hidden, ffn if rest.endswith("weight") else None
+        if "layer_norm" in rest:
+            return hidden, None
+    if name.endswith(("word_embeddings.weight", "position_embeddings.weight", "vocab_projector.weight",
+                      "classifier.weight")) and not name.startswith("pre_classifier"):
+        return None, hidden
+    if name.endswith(("LayerNorm.weight", "LayerNorm.bias", "vocab_layer_norm.weight", "vocab_layer_norm.bias",
+                      "pre_classifier.bias", "vocab_transform.bias")):
+        return hidden, None
+    if name.endswith(("pre_classifier.weight", "vocab_transform.weight")):
+        return hidden, hidden
+    if name.endswith(("classifier.bias", "vocab_projector.bias")):
+        return None, None
+    raise ConfigError(f"narrowing does not know the parameter {name} {tuple(shape)}")
+
+
+def narrow_student(model, hidden_size: int, intermediate_size: int) -> tuple[object, dict]:
+    """(a new, narrower model of the same class, the chosen dims as lists) from a DistilBERT `model`."""
+    if model.config.model_type != "distilbert":
+        raise ConfigError(f"--hidden-size/--intermediate-size narrow DistilBERT students (from BERT teachers); "
+                          f"this student is {model.config.model_type}")
+    dims = choose_dims(model, hidden_size, intermediate_size)
+    config = model.config.__class__.from_dict({**model.config.to_dict(), "dim": hidden_size,
+                                               "hidden_dim": intermediate_size})
+    narrow = type(model)(config)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        rows, cols = _index(name, tensor.shape, dims)
+        value = tensor
+        if rows is not None:
+            value = value.index_select(0, rows)
+        if cols is not None:
+            value = value.index_select(1, cols)
+        state[name] = value.clone()
+    narrow.load_state_dict(state, strict=True)
+    if hasattr(narrow, "tie_weights"):
+        narrow.tie_weights()
+    return narrow.eval(), {"hidden": dims["hidden"].tolist(), "attention": [a.tolist() for a in dims["attention"]],
+                           "ffn": [f.tolist() for f in dims["ffn"]]}
