@@ -125,6 +125,14 @@ def test_export_of_a_model_trained_on_user_files_checks_on_its_dev_file(tiny_tea
     assert check["dev_examples"] == 40 and check["results"]["onnx"]["label_agreement"] == 1.0
     predicted = runner.invoke(app, ["predict", str(model), "a good film", "a dull plot"])
     assert {json.loads(line)["label"] for line in predicted.output.splitlines()} <= {"neg", "pos"}
+    from fastapi.testclient import TestClient
+
+    from distilkit.deploy.serve import create_app
+
+    with TestClient(create_app(model)) as client:
+        answer = client.post("/v1/classify", json={"texts": ["a good film", "a dull plot"]}).json()["results"]
+    assert [r["label"] for r in answer] == [json.loads(line)["label"] for line in predicted.output.splitlines()]
+    assert set(answer[0]["scores"]) == {"neg", "pos"}
 
     scored = runner.invoke(app, ["eval", str(model)])  # eval too scores on the recorded dev file by default
     assert scored.exit_code == 0, scored.output
