@@ -249,7 +249,9 @@ def test_export_checks_int8_by_cosine(exported, student):
     assert results["onnx"]["mean_cosine"] > 0.99999 and results["onnx-int8"]["mean_cosine"] > 0.9
     texts = ["a good film", "the plot " * 20]
     np.testing.assert_allclose(load_backend(out, "onnx")(texts), load_backend(student, "torch")(texts), atol=1e-4)
-    assert load_backend(out).name == "onnx-int8" and load_backend(out).output_dim == 32
+    # auto: the file the export's short timing found fastest among those that passed the check
+    assert info["timing"]["fastest"] in ("onnx", "onnx-int8")
+    assert load_backend(out).name == info["timing"]["fastest"] and load_backend(out).output_dim == 32
 
 
 def test_export_below_the_cosine_tolerance_fails_loudly(student, tmp_path):

@@ -206,3 +206,11 @@ def test_bench_runs_the_openvino_backends(ov_classifier, tmp_path):
     assert {r["precision"] for r in bench["results"]} == {"fp32", "int8"}
     assert "model.int8.ov.bin" in bench["models"]["student"]["files"] and bench["hardware"]["openvino"]
     assert "OpenVINO int8 (NNCF)" in (tmp_path / "bench" / "bench.md").read_text()
+
+
+def test_openvino_export_without_openvino_installed_says_what_to_install(tmp_path, monkeypatch):
+    folder = make_classifier(tmp_path / "student")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(BackendError, match=r"pip install 'distilkit\[openvino\]'"):
+        export_onnx(folder, openvino=True)
+    assert not (folder / "model.onnx").exists()  # refused before any work
