@@ -129,7 +129,7 @@ def scenarios(seqs: list[int], batch: int) -> list[dict]:
 
 
 def time_blocks(call, repeats: int, warmup: int) -> list[float]:
-    """One block of `call` per round: `warmup` untimed calls, then `repeats` timed ones (seconds)."""
+    """One block of `call` alone: `warmup` untimed calls, then `repeats` timed ones (seconds each)."""
     block = []
     for _ in range(warmup):
         call()

@@ -52,6 +52,7 @@ from ..models.pooling import is_embedding_model
 from ..tags import MULTI_LABEL
 from .backends import (EXPORTED_FILES, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, BackendError, OpenVinoBackend,
                        OrtBackend, TorchBackend, import_openvino, predict_all)
+from .bench import time_blocks
 
 OPSET = 17
 CALIBRATION_SIZE = 300  # texts NNCF calibrates the int8 IR on (its default subset size)
@@ -214,12 +215,8 @@ def time_backends(backends: dict, texts: list[str], pairs: list[str] | None = No
             for key, (t, p) in inputs.items():
                 enc = backend.encode(t, p)
                 time.sleep(idle_s)
-                for _ in range(warmup):
-                    backend.forward(enc)
-                for _ in range(calls):
-                    start = time.perf_counter()
-                    backend.forward(enc)
-                    times[name][key].append((time.perf_counter() - start) * 1e3)
+                block = time_blocks(lambda: backend.forward(enc), calls, warmup)  # noqa: B023 - called right here
+                times[name][key] += [seconds * 1e3 for seconds in block]
     results = {}
     for name, t in times.items():
         row = {key: float(np.median(v)) for key, v in t.items()}
