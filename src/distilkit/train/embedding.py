@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -33,26 +34,37 @@ from ..models.pooling import pool
 from .common import pad_batch, process_group
 
 
-def tokenize(tokenizer, sentences: list[str], max_length: int) -> list[list[int]]:
-    """Token ids per sentence ([CLS] ... [SEP], truncated), no padding."""
-    ids = []
-    for start in range(0, len(sentences), 4096):
-        ids += tokenizer(sentences[start : start + 4096], truncation=True, max_length=max_length)["input_ids"]
-    return ids
+def take(ids, idx) -> list[list[int]]:
+    """Rows `idx` of token ids held in a list, or in the `input_ids` column of a (memory-mapped) Arrow dataset."""
+    if isinstance(ids, datasets.Dataset):
+        return ids[[int(i) for i in idx]]["input_ids"]
+    return [ids[i] for i in idx]
+
+
+def row_lengths(ids) -> np.ndarray:
+    """The length of each row of `ids` (a list, or an Arrow dataset's `input_ids`, read without a Python loop)."""
+    if isinstance(ids, datasets.Dataset):
+        import pyarrow.compute as pc
+
+        column = ids.with_format("arrow")[:]["input_ids"]  # the rows in dataset order, as Arrow
+        return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.array([len(row) for row in ids], dtype=np.int64)
 
 
 @torch.no_grad()
-def encode_ids(model, ids: list[list[int]], pad_id: int, mode: str, batch_size: int = 128,
-               description: str | None = None) -> np.ndarray:
-    """Pooled (unnormalised) embeddings of tokenised sentences, in input order; batches sorted by length."""
+def encode_ids(model, ids, pad_id: int, mode: str, batch_size: int = 128, description: str | None = None,
+               rows=None) -> np.ndarray:
+    """Pooled (unnormalised) embeddings of tokenised sentences (`take`'s `ids`), of `rows` (default all) in that
+    order; batches sorted by length."""
     model.eval()
-    order = np.argsort([-len(row) for row in ids], kind="stable")
-    out = np.zeros((len(ids), model.config.hidden_size), dtype=np.float32)
+    rows = np.arange(len(ids)) if rows is None else np.asarray(rows, dtype=np.int64)
+    order = np.argsort(-row_lengths(ids)[rows], kind="stable")
+    out = np.zeros((len(rows), model.config.hidden_size), dtype=np.float32)
     with Progress(transient=True, disable=description is None) as progress:
-        bar = progress.add_task(description or "", total=len(ids))
-        for start in range(0, len(ids), batch_size):
+        bar = progress.add_task(description or "", total=len(rows))
+        for start in range(0, len(rows), batch_size):
             idx = order[start : start + batch_size]
-            input_ids, mask = pad_batch([ids[i] for i in idx], pad_id)
+            input_ids, mask = pad_batch(take(ids, rows[idx]), pad_id)
             hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
             out[idx] = pool(hidden, mask, mode).float().numpy()
             progress.advance(bar, len(idx))
@@ -163,18 +175,19 @@ def length_batches(lengths: list[int], batch_size: int, rng: random.Random, pool
     return batches
 
 
-def train_student(student, ids: list[list[int]], targets: np.ndarray, pad_id: int, mode: str,
+def train_student(student, ids, targets: np.ndarray, pad_id: int, mode: str,
                   cfg: EmbedConfig, progress_label: str = "distilling", checkpoints: Path | None = None,
                   save_steps: int = 500, resume: bool = False) -> TrainLog:
     """Train `student` so its pooled embeddings match `targets` (the teacher's), with AdamW, linear
-    warmup and decay, length-grouped batches; returns the loss history.
+    warmup and decay, length-grouped batches; returns the loss history. `ids` is what `take` reads, `targets` may
+    be memory-mapped.
 
     With `checkpoints`, a checkpoint is written there every `save_steps` steps; with `resume`, training
     continues from the newest one (see the module docstring)."""
     rank, world = process_group()
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed + rank)  # each process its own dropout stream
-    lengths = [len(row) for row in ids]
+    lengths = row_lengths(ids).tolist()
     per_epoch = math.ceil(math.ceil(len(ids) / cfg.batch_size) / world)  # batches of each process
     total = max(1, math.ceil(per_epoch * cfg.epochs))
     warmup = int(cfg.warmup * total)
@@ -185,7 +198,6 @@ def train_student(student, ids: list[list[int]], targets: np.ndarray, pad_id: in
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
-    target = torch.from_numpy(targets)
     # find_unused_parameters: a pooler, when the family has one, takes no part in the loss
     model = torch.nn.parallel.DistributedDataParallel(student, find_unused_parameters=True) if world > 1 else student
     weights = {"mse": cfg.mse_weight, "cos": cfg.cos_weight, "sim": cfg.sim_weight}
@@ -212,9 +224,10 @@ def train_student(student, ids: list[list[int]], targets: np.ndarray, pad_id: in
             for batch in batches[position:]:
                 if step >= total:
                     break
-                input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
+                input_ids, mask = pad_batch(take(ids, batch), pad_id)
                 hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-                terms = losses.embedding_distillation(pool(hidden, mask, mode), target[batch])
+                target = torch.from_numpy(np.asarray(targets[batch], dtype=np.float32))
+                terms = losses.embedding_distillation(pool(hidden, mask, mode), target)
                 loss = losses.weighted_sum(terms, weights)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
