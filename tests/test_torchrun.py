@@ -18,8 +18,9 @@ from .test_pretrain import LAUNCH_ERRORS, TESTS, child_env, free_port
 COMMON = ["--batch-size", "8", "--lr", "1e-3", "--max-length", "32", "--no-bf16", "--logging-steps", "1"]
 
 
-def torchrun(tmp_path: Path, name: str, *args) -> str:
-    """`distil ARGS` on 2 processes, each recording its writes and training rows as tmp_path/NAME-<rank>.*"""
+def torchrun(tmp_path: Path, name: str, *args, ok: bool = True) -> str:
+    """`distil ARGS` on 2 processes, each recording its writes and training rows as tmp_path/NAME-<rank>.*;
+    asserts it succeeded (`ok`) or failed."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_gloo_available()):
@@ -31,7 +32,7 @@ def torchrun(tmp_path: Path, name: str, *args) -> str:
     log = run.stdout + run.stderr
     if run.returncode != 0 and any(e in log for e in LAUNCH_ERRORS):
         pytest.skip(f"torchrun could not start here: {log[-2000:]}")
-    assert run.returncode == 0, log[-5000:]
+    assert (run.returncode == 0) == ok, log[-5000:]
     return log
 
 
@@ -93,6 +94,10 @@ def test_finetune_and_task_split_the_data_and_only_rank_0_writes(tiny_teacher, t
     assert_only_rng_state(tmp_path, "task", tmp_path / ".student.partial" / "checkpoints")  # the final checkpoint
     ours = {p for _, p in writes(tmp_path, "task", 0)}
     assert any(p.parent == cache for p in ours) and student in ours
+
+    # Rank 0's error (OUT exists: checked by rank 0 alone) stops rank 1 too, with the same message.
+    log = torchrun(tmp_path, "again", "task", "--teacher", teacher, "--data", tiny_glue, "--out", student, ok=False)
+    assert log.count(f"{student} already exists") == 2, log[-3000:]
 
     # The cached teacher logits, computed half on each process and gathered, are those of one process, in order.
     [cached] = cache.glob("teacher-outputs-*")
