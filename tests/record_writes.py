@@ -1,10 +1,11 @@
 """Run `distil ...` recording every file this process writes under ROOT (for the torchrun test).
 
-    python record_writes.py ROOT LOG_PREFIX distil-arguments...     → LOG_PREFIX<RANK>.tsv
+    python record_writes.py ROOT LOG_PREFIX distil-arguments...     → LOG_PREFIX<RANK>.tsv, LOG_PREFIX<RANK>.rows
 
 Python-level writes (open for writing, mkdir, rename, remove, rmtree) are seen by an audit hook;
 the native writers that bypass it (`torch.save`, safetensors' `save_file`, the Rust tokenizers behind
-`save_pretrained`) are wrapped. Each line: event, path.
+`save_pretrained`) are wrapped. Each line: event, path. The .rows file holds every row this process trained on
+(Trainer stages and `distil embed`'s loop): one line per row, its token ids without padding.
 """
 
 import os
@@ -12,6 +13,7 @@ import sys
 
 root, log_prefix = os.path.abspath(sys.argv[1]), sys.argv[2]
 log = open(f"{log_prefix}{os.environ.get('RANK', '0')}.tsv", "w", encoding="utf-8")  # noqa: SIM115
+rows_log = open(f"{log_prefix}{os.environ.get('RANK', '0')}.rows", "w", encoding="utf-8")  # noqa: SIM115
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
@@ -67,6 +69,40 @@ def recording(save_pretrained):
 
 for cls in (PreTrainedTokenizerBase, TokenizersBackend):
     cls.save_pretrained = recording(cls.save_pretrained)
+
+
+
+def record_rows(input_ids, attention_mask) -> None:
+    for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
+        rows_log.write(" ".join(str(i) for i, m in zip(ids, mask) if m) + "\n")
+    rows_log.flush()
+
+
+from transformers import Trainer  # noqa: E402
+
+_training_step = Trainer.training_step
+
+
+def training_step(self, model, inputs, *args, **kwargs):
+    record_rows(inputs["input_ids"], inputs["attention_mask"])
+    return _training_step(self, model, inputs, *args, **kwargs)
+
+
+Trainer.training_step = training_step
+
+import distilkit.train.embedding as embedding  # noqa: E402
+
+_pad_batch = embedding.pad_batch
+
+
+def pad_batch(ids, pad_id):
+    input_ids, mask = _pad_batch(ids, pad_id)
+    if sys._getframe(1).f_code.co_name == "train_student":  # a training batch, not the teacher's embeddings
+        record_rows(input_ids, mask)
+    return input_ids, mask
+
+
+embedding.pad_batch = pad_batch
 
 from distilkit.cli import app  # noqa: E402
 

@@ -35,6 +35,48 @@ def test_prepare_corpus_packs_framed_sequences_and_counts(corpus_dir, tmp_path):
     assert counts.sum() == stats["tokens"] == sum(len(x) for x in ds["input_ids"])
 
 
+def packed_by_hand(lines: list[str], tokenizer, max_len: int, min_len: int) -> list[list[int]]:
+    """What prepare_corpus should store: each line's tokens in [CLS] ... [SEP] pieces of at most max_len."""
+    rows = []
+    for ids in tokenizer(lines, add_special_tokens=False)["input_ids"]:
+        for start in range(0, len(ids), max_len - 2):
+            piece = ids[start : start + max_len - 2]
+            if len(piece) + 2 >= min_len and piece.count(tokenizer.unk_token_id) <= 0.5 * len(piece):
+                rows.append([tokenizer.cls_token_id, *piece, tokenizer.sep_token_id])
+    return rows
+
+
+@pytest.mark.parametrize("vocab_size, dtype", [(None, "uint16"), (70_000, "int32")])
+def test_streamed_corpus_reads_back_the_same_ids(vocab_size, dtype, tmp_path):
+    """A vocabulary over 65535 ids stores int32 (else uint16); either way the shards give back every id."""
+    import datasets
+    from transformers import BertTokenizerFast
+
+    from .conftest import WORDS
+
+    if vocab_size is None:
+        tokenizer, words = make_tokenizer(tmp_path / "tok"), WORDS
+    else:
+        words = [f"w{i}" for i in range(vocab_size)]
+        (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+        tokenizer = BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"), do_lower_case=True)
+        words = words[-5000:]  # ids above 65535
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(words, rng.integers(3, 30))) for _ in range(3000)]  # batches of 2000 lines: 2
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n\n")
+    info = prepare_corpus(tmp_path / "corpus.txt", tokenizer, tmp_path / "packed", max_len=16, min_len=4)
+    ds = datasets.load_from_disk(str(tmp_path / "packed"))
+    assert ds.features["input_ids"].feature.dtype == info["token_dtype"] == dtype
+    expected = packed_by_hand(lines, tokenizer, 16, 4)
+    assert ds["input_ids"] == expected and info["sequences"] == len(expected)
+    if vocab_size:
+        assert max(max(row) for row in ds["input_ids"]) > 65535
+    counts = np.load(tmp_path / "packed" / "token_counts.npy")
+    assert counts.sum() == info["tokens"] == sum(len(r) for r in expected)
+    assert counts[tokenizer.cls_token_id] == len(expected)
+    assert not list(tmp_path.glob("*.arrow-build"))
+
+
 def test_corpus_errors(tmp_path):
     tokenizer = make_tokenizer(tmp_path / "tok")
     (tmp_path / "empty.txt").write_text("\n  \n\n")

@@ -1,9 +1,10 @@
 """Raw-text corpora for general distillation: files, folders or hub datasets → Arrow token sequences.
 
-Lines are tokenised with the teacher's fast tokenizer (batched `datasets.map`), packed into sequences
-of at most `max_len` tokens framed by [CLS] ... [SEP], very short and mostly-[UNK] sequences are
-dropped, and the result is saved with `save_to_disk` (memory-mapped Arrow, so a corpus larger than
-RAM works). Token ids use uint16 when the vocabulary fits, else int32. Beside it: token counts per id
+Lines are read in batches (a hub dataset is streamed), tokenised with the teacher's fast tokenizer,
+packed into sequences of at most `max_len` tokens framed by [CLS] ... [SEP] (very short and
+mostly-[UNK] ones dropped) and written to Arrow as they come (`Dataset.from_generator`), then saved
+with `save_to_disk` as memory-mapped shards: the corpus is never held whole, so one larger than RAM
+works. Token ids use uint16 when the vocabulary fits, else int32. Beside it: token counts per id
 (`token_counts.npy`) for frequency-smoothed masking, and `corpus.json` (the tokenizer's name,
 vocabulary size and vocabulary hash, so a prepared corpus is never used with another tokenizer).
 """
@@ -13,10 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
+from typing import Callable, Iterator
 
 import datasets
 import numpy as np
+from datasets.exceptions import DatasetGenerationError
 
 from ..artifacts import read_json, write_json
 from .errors import DataError
@@ -74,43 +78,57 @@ def _has_text(path: Path) -> bool:
     return False
 
 
-def load_lines(source: str | Path) -> datasets.Dataset:
-    """A dataset with one `text` column: the non-blank lines of the files, or a hub dataset's text."""
+def stream_lines(source: str | Path, batch_lines: int = 2000) -> Iterator[list[str]]:
+    """The non-blank lines of the files (read line by line), or of a hub dataset's `text` column (streamed),
+    in batches: the corpus is never held whole."""
     if Path(source).exists():
-        ds = datasets.load_dataset("text", data_files=[str(f) for f in text_files(source)], split="train")
-    else:  # a hub dataset, e.g. "Salesforce/wikitext:wikitext-103-raw-v1"
-        name, _, config = str(source).partition(":")
-        try:
-            ds = datasets.load_dataset(name, config or None, split="train")
-        except FileNotFoundError as err:  # datasets' DatasetNotFoundError too
-            raise DataError(f"{source}: corpus not found: no such file or folder, and no hub dataset "
-                            f"{name!r}{f' (config {config!r})' if config else ''}") from err
-    ds = ds.filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True)
-    if len(ds) == 0:
-        raise DataError(f"{source}: the corpus is empty (no non-blank lines): "
-                        "expected UTF-8 text, one passage per line")
-    return ds
+        for f in text_files(source):
+            batch = []
+            with f.open(encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if line.strip():
+                        batch.append(line.rstrip("\n"))
+                        if len(batch) == batch_lines:
+                            yield batch
+                            batch = []
+            if batch:
+                yield batch
+        return
+    name, _, config = str(source).partition(":")  # a hub dataset, e.g. "Salesforce/wikitext:wikitext-103-raw-v1"
+    try:
+        rows = datasets.load_dataset(name, config or None, split="train", streaming=True)
+    except FileNotFoundError as err:  # datasets' DatasetNotFoundError too
+        raise DataError(f"{source}: corpus not found: no such file or folder, and no hub dataset "
+                        f"{name!r}{f' (config {config!r})' if config else ''}") from err
+    for batch in rows.iter(batch_size=batch_lines):
+        lines = [t for t in batch["text"] if t and t.strip()]
+        if lines:
+            yield lines
 
 
-def pack_sequences(ds, tokenizer, max_len: int = 128, min_len: int = 8, max_unk: float = 0.5):
-    """Tokenise lines and pack them into [CLS] ... [SEP] sequences of at most `max_len` tokens."""
+def token_dtype(vocab_size: int) -> str:
+    """The Arrow type of token ids: uint16 when every id fits, else int32."""
+    return "uint16" if vocab_size <= 65535 else "int32"
+
+
+def packed_rows(source: str | Path, tokenizer, counts: np.ndarray, max_len: int = 128, min_len: int = 8,
+                max_unk: float = 0.5) -> Iterator[dict]:
+    """Tokenise the corpus' lines in batches and pack them into [CLS] ... [SEP] sequences of at most `max_len`
+    tokens (very short and mostly-[UNK] pieces dropped), adding each kept token to `counts`."""
     body = max_len - 2
     cls, sep, unk = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id
-
-    def pack(batch):
-        out = []
-        for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]:
+    for lines in stream_lines(source):
+        kept = []
+        for ids in tokenizer(lines, add_special_tokens=False)["input_ids"]:
             for start in range(0, len(ids), body):
                 piece = ids[start : start + body]
-                if len(piece) + 2 < min_len or sum(t == unk for t in piece) > max_unk * len(piece):
+                if len(piece) + 2 < min_len or piece.count(unk) > max_unk * len(piece):
                     continue
-                out.append([cls] + piece + [sep])
-        return {"input_ids": out, "length": [len(ids) for ids in out]}
-
-    dtype = "uint16" if len(tokenizer) <= 65535 else "int32"
-    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value(dtype)),
-                                  "length": datasets.Value("int32")})
-    return ds.map(pack, batched=True, remove_columns=ds.column_names, features=features, desc="packing")
+                kept.append([cls, *piece, sep])
+        if kept:
+            counts += np.bincount(np.concatenate(kept), minlength=len(counts))[: len(counts)]
+        for row in kept:
+            yield {"input_ids": row, "length": len(row)}
 
 
 def tokenizer_fingerprint(tokenizer, name: str | None = None) -> dict:
@@ -120,22 +138,48 @@ def tokenizer_fingerprint(tokenizer, name: str | None = None) -> dict:
     return {"tokenizer": str(name or tokenizer.name_or_path), "vocab_size": len(tokenizer), "vocab_sha256": digest}
 
 
+def stream_to_disk(rows: Callable[..., Iterator[dict]], gen_kwargs: dict, features: datasets.Features,
+                   out: Path) -> datasets.Dataset | None:
+    """The rows `rows(**gen_kwargs)` yields, written to Arrow in batches as they come (`Dataset.from_generator`),
+    then saved at `out` as memory-mapped shards; the dataset read back from `out`, or None when there were none."""
+    build = out.with_name(out.name + ".arrow-build")  # from_generator's Arrow file, removed once saved as shards
+    shutil.rmtree(build, ignore_errors=True)
+    try:
+        try:
+            ds = datasets.Dataset.from_generator(rows, features=features, cache_dir=str(build), gen_kwargs=gen_kwargs)
+        except ValueError as err:  # datasets refuses a generator that yielded nothing
+            if "corresponds to no data" not in str(err):
+                raise
+            return None
+        except DatasetGenerationError as err:  # the generator's own error (a DataError naming the file...)
+            raise (err.__cause__ or err) from None
+        ds.save_to_disk(str(out))
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return datasets.load_from_disk(str(out))
+
+
 def prepare_corpus(source: str | Path, tokenizer, out: str | Path, max_len: int = 128, min_len: int = 8,
-                   tokenizer_name: str | None = None) -> dict:
-    """Tokenise and pack a corpus into `out` (Arrow + token_counts.npy + corpus.json); returns corpus.json."""
-    packed = pack_sequences(load_lines(source), tokenizer, max_len, min_len)
-    if len(packed) == 0:
+                   tokenizer_name: str | None = None, dtype: str | None = None) -> dict:
+    """Tokenise and pack a corpus into `out` (Arrow shards + token_counts.npy + corpus.json); returns corpus.json.
+
+    The rows are streamed into Arrow in batches (`Dataset.from_generator`), then saved as memory-mapped shards:
+    memory stays flat however large the corpus. `dtype` overrides the token-id type (uint16 or int32)."""
+    out = Path(out)
+    counts = np.zeros(len(tokenizer), dtype=np.int64)
+    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value(dtype or token_dtype(len(tokenizer)))),
+                                  "length": datasets.Value("int32")})
+    if next(stream_lines(source, batch_lines=1), None) is None:
+        raise DataError(f"{source}: the corpus is empty (no non-blank lines): expected UTF-8 text, one passage per line")
+    packed = stream_to_disk(packed_rows, {"source": str(source), "tokenizer": tokenizer, "counts": counts,
+                                          "max_len": max_len, "min_len": min_len}, features, out)
+    if packed is None:
         raise DataError(f"{source}: no sequence of at least {min_len} tokens with under half [UNK]: expected "
                         f"lines of at least {min_len - 2} tokens, mostly in the tokenizer's vocabulary")
-    counts = np.zeros(len(tokenizer), dtype=np.int64)
-    for batch in packed.iter(batch_size=4096):
-        for ids in batch["input_ids"]:
-            np.add.at(counts, np.asarray(ids, dtype=np.int64), 1)
-    out = Path(out)
-    packed.save_to_disk(str(out))
     np.save(out / "token_counts.npy", counts)
     info = {"source": str(source), **tokenizer_fingerprint(tokenizer, tokenizer_name), "max_len": max_len,
-            "min_len": min_len, "sequences": len(packed), "tokens": int(counts.sum())}
+            "min_len": min_len, "sequences": len(packed), "tokens": int(counts.sum()),
+            "token_dtype": features["input_ids"].feature.dtype}
     write_json(out / CORPUS_INFO, info)
     return info
 

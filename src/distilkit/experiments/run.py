@@ -7,12 +7,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..artifacts import atomic_output_dir, read_record, write_json
+from ..artifacts import read_record, write_json
 from ..data.task import TaskData
 from ..hardware import versions
 from ..models.folders import supported_config
 from ..stages.task import task_stages
-from ..train.common import TrainConfig
+from ..train.common import TrainConfig, on_main, stage_output
 from ..train.task import DistillConfig
 from .card import write_model_card
 from .report import write_report
@@ -31,40 +31,46 @@ def run_pipeline(teacher: str, data: TaskData, out: Path, teacher_cfg: TrainConf
     start = time.perf_counter()
     supported_config(teacher)  # an unsupported family is refused by name before any work
     out = Path(out)
-    with atomic_output_dir(out, overwrite, resume) as tmp:
+    with stage_output(out, overwrite, resume) as tmp:  # under torchrun each stage trains on every process
         infos = task_stages(teacher, data, teacher_cfg, student_cfg, dcfg, tmp, tmp / "cache", layers, num_layers,
                             resume=resume, trim=trim)
-        t_info, s_info, b_info = infos["teacher"], infos["student"], infos["baseline"]
-        models = {name: {**info["metrics"], "parameters": info["parameters"]} for name, info in infos.items()}
-        teacher_score = models["teacher"]["score"]
-        metrics = {
-            "task": data.name,
-            "teacher": str(teacher),
-            "data": data.source,
-            "train_examples": s_info["train_examples"],
-            "dev_examples": {name: len(ds) for name, ds in data.dev.items()},
-            "layer_map": read_record(tmp / "student_init")["layer_map"],
-            "models": models,
-            "retention": models["student"]["score"] / teacher_score,
-            "baseline_retention": models["baseline"]["score"] / teacher_score,
-            "train_seconds": {
-                "teacher": t_info["train_seconds"],
-                "teacher_outputs": s_info["teacher_outputs_seconds"],
-                "student": s_info["train_seconds"],
-                "baseline": b_info["train_seconds"],
-            },
-            "distill_cost_ratio": s_info["train_seconds"] / max(b_info["train_seconds"], 1e-9),
-            "config": {"teacher": t_info["config"], "student": s_info["config"],
-                       "distillation": s_info["distillation"]},
-            "versions": versions(),
-        }
-        metrics["wall_seconds"] = time.perf_counter() - start
-        _relocate(tmp, out)
-        metrics = _replace_paths(metrics, str(tmp), str(out))
-        write_json(tmp / "metrics.json", metrics)
-        write_report(metrics, tmp)
-    write_model_card(out / "student", metrics["models"]["teacher"])  # written after the rename: it names the folder
+        metrics = on_main(lambda: _write_metrics(teacher, data, infos, tmp, out, start), share=True)
+    on_main(lambda: write_model_card(out / "student", metrics["models"]["teacher"]))  # it names the final folder
     console.print(f"[bold]done in {metrics['wall_seconds'] / 60:.1f} min[/]: {out}/metrics.json, {out}/report.md")
+    return metrics
+
+
+def _write_metrics(teacher: str, data: TaskData, infos: dict, tmp: Path, out: Path, start: float) -> dict:
+    """metrics.json and report.md of a run whose stages are done in `tmp`; returns the metrics."""
+    t_info, s_info, b_info = infos["teacher"], infos["student"], infos["baseline"]
+    models = {name: {**info["metrics"], "parameters": info["parameters"]} for name, info in infos.items()}
+    teacher_score = models["teacher"]["score"]
+    metrics = {
+        "task": data.name,
+        "teacher": str(teacher),
+        "data": data.source,
+        "train_examples": s_info["train_examples"],
+        "dev_examples": {name: len(ds) for name, ds in data.dev.items()},
+        "layer_map": read_record(tmp / "student_init")["layer_map"],
+        "models": models,
+        "retention": models["student"]["score"] / teacher_score,
+        "baseline_retention": models["baseline"]["score"] / teacher_score,
+        "train_seconds": {
+            "teacher": t_info["train_seconds"],
+            "teacher_outputs": s_info["teacher_outputs_seconds"],
+            "student": s_info["train_seconds"],
+            "baseline": b_info["train_seconds"],
+        },
+        "distill_cost_ratio": s_info["train_seconds"] / max(b_info["train_seconds"], 1e-9),
+        "config": {"teacher": t_info["config"], "student": s_info["config"],
+                   "distillation": s_info["distillation"]},
+        "versions": versions(),
+    }
+    metrics["wall_seconds"] = time.perf_counter() - start
+    _relocate(tmp, out)
+    metrics = _replace_paths(metrics, str(tmp), str(out))
+    write_json(tmp / "metrics.json", metrics)
+    write_report(metrics, tmp)
     return metrics
 
 

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..hardware import hardware, versions
 from ..metrics import glue_score
 from ..stages.task import task_stages
-from ..train.common import TrainConfig
+from ..train.common import TrainConfig, on_main
 from ..train.task import DistillConfig
 from .card import write_model_card
 from .report import write_glue_report
@@ -86,7 +86,7 @@ def run_task_seed(teacher: str, data: TaskData, recipe: TaskRecipe, folder: Path
     """Every stage of one (task, seed) into `folder`, and the student's model card; returns {model: distil.json}."""
     infos = task_stages(teacher, data, recipe.teacher, recipe.student, recipe.distillation, folder, cache_dir,
                         layers, num_layers, baseline, compare, trim=trim)
-    write_model_card(folder / "student", infos["teacher"]["metrics"])
+    on_main(lambda: write_model_card(folder / "student", infos["teacher"]["metrics"]))
     return infos
 
 
@@ -145,9 +145,13 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
         raise ConfigError(f"--sweep-task {sweep_task} is not among --tasks ({', '.join(tasks)})")
     if sweep_depths:  # the fine-tuned teachers the sweep starts from have the depth of `teacher`
         check_sweep(teacher, list(sweep_depths), list(sweep_precisions), prefix="sweep-")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+
+    def start_out() -> None:  # the main process only, under torchrun
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+
+    on_main(start_out)
     runs: dict[str, dict[int, dict]] = {}
     data_info, loaded = {}, {}
     for t_index, task in enumerate(tasks, 1):
@@ -190,8 +194,7 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
         "hardware": hardware(),
         "versions": versions(),
     }
-    write_json(out / "glue.json", glue)
-    write_glue_report(glue, out)
+    on_main(lambda: (write_json(out / "glue.json", glue), write_glue_report(glue, out)))
     console.print(f"[bold]macro retention {glue['macro_retention'] * 100:.1f}%[/]: {out}/glue.json, {out}/report.md")
     return glue
 

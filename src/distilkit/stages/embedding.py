@@ -19,16 +19,18 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import datasets
 import numpy as np
 
-from ..artifacts import check_output, fingerprint, publish, start_partial
-from ..data.sentences import load_sentences
+from ..artifacts import check_output, fingerprint, read_json
+from ..data.sentences import load_sentences, prepare_sentences
 from ..models.folders import load_tokenizer, supported_config
 from ..models.loading import count_parameters, load_encoder, save_model
 from ..models.pooling import Pooling, read_pooling, write_sentence_transformers_files
 from ..models.student import build_student, choose_layer_map
 from ..models.vocab import VocabTrim
-from ..train.embedding import EmbedConfig, encode_ids, tokenize, train_student
+from ..train.common import gather_rows, on_main, process_group, shard_rows, stage_output
+from ..train.embedding import EmbedConfig, encode_ids, row_lengths, train_student
 from .vocab import save_vocab_file, trim_student
 
 
@@ -45,26 +47,53 @@ def build_embedding_student(teacher_dir: str, layers: str | list[int] | None = N
     return build_student(teacher, layer_map).eval(), layer_map
 
 
-def teacher_embeddings(teacher_dir: str, pooling: Pooling, ids: list[list[int]], sentences: list[str],
-                       max_length: int, pad_id: int, cache_dir: Path | None) -> tuple[np.ndarray, dict]:
+def sentence_ids(corpus: list[str | Path], tokenizer, teacher_tokenizer, max_length: int, folder: Path):
+    """(student ids, teacher ids, sentences.json): the corpus' unique sentences tokenised, streamed by the main
+    process into memory-mapped Arrow shards in `folder` (kept for --resume), read by every process."""
+
+    def prepare() -> None:
+        if not (folder / "sentences.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            tokenizers = {"input_ids": tokenizer, **({"teacher_ids": teacher_tokenizer}
+                                                     if tokenizer is not teacher_tokenizer else {})}
+            prepare_sentences(corpus, tokenizers, max_length, folder)
+
+    on_main(prepare)
+    ds = datasets.load_from_disk(str(folder))
+    teacher_ids = (ds.select_columns(["teacher_ids"]).rename_column("teacher_ids", "input_ids")
+                   if "teacher_ids" in ds.column_names else ds)
+    return ds, teacher_ids, read_json(folder / "sentences.json")
+
+
+def teacher_embeddings(teacher_dir: str, pooling: Pooling, ids, sentences: str, max_length: int, pad_id: int,
+                       cache_dir: Path | None) -> tuple[np.ndarray, dict]:
     """The teacher's pooled, unnormalised embedding of every sentence: from the cache when this teacher,
-    pooling, length and corpus were seen before, else computed once and saved there as .npy."""
+    pooling, length and corpus (`sentences`: their SHA-256) were seen before, else computed once and saved there
+    as .npy (read back memory-mapped). Under torchrun every process computes a share of the sentences; the main
+    process gathers and caches them."""
     weights = sorted(Path(teacher_dir).glob("*.safetensors")) if Path(teacher_dir).is_dir() else []
     key = fingerprint(teacher_dir, pooling.mode, max_length, sentences, files=weights)
     path = Path(cache_dir) / f"teacher-{key}.npy" if cache_dir else None
-    if path is not None and path.exists():
-        emb = np.load(path)
-        if emb.shape[0] == len(sentences):
-            return emb, {"cache": str(path), "cached": True, "seconds": 0.0}
+    if path is not None and on_main(lambda: path.exists() and np.load(path, mmap_mode="r").shape[0] == len(ids),
+                                    share=True):
+        return np.load(path, mmap_mode="r"), {"cache": str(path), "cached": True, "seconds": 0.0}
     start = time.perf_counter()
     teacher = load_encoder(teacher_dir)
-    emb = encode_ids(teacher, ids, pad_id, pooling.mode, 128, "teacher embeddings (once)")
+    emb = gather_rows(encode_ids(teacher, ids, pad_id, pooling.mode, 128, "teacher embeddings (once)",
+                                 rows=shard_rows(len(ids))), len(ids))  # the main process's (others: None)
     seconds = time.perf_counter() - start
-    if path is not None:
+
+    def save() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp.npy")
         np.save(tmp, emb)
         tmp.replace(path)
+
+    if path is None:
+        emb = on_main(lambda: emb, share=True)
+    else:
+        on_main(save)
+        emb = np.load(path, mmap_mode="r")
     return emb, {"cache": str(path) if path else None, "cached": False, "seconds": round(seconds, 1)}
 
 
@@ -85,36 +114,37 @@ def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: Em
         say(f"note: {note}")
     student, layer_map = build_embedding_student(teacher, layers, num_layers)
     tokenizer = teacher_tokenizer = load_tokenizer(teacher)
-    sentences = sources = None
-    if cfg.epochs > 0 or trim is not None:
-        sentences, sources = load_sentences(corpus)
-        say(f"{len(sentences):,} sentences from {', '.join(str(c) for c in corpus)}")
     vocab = None
-    if trim is not None:
-        student, tokenizer, vocab = trim_student(student, tokenizer, trim, sentences, say=say)
+    if trim is not None:  # counts the corpus' tokens: its sentences in memory
+        student, tokenizer, vocab = trim_student(student, tokenizer, trim, load_sentences(corpus)[0], say=say)
     info = {"stage": "embed", "teacher": teacher, "layer_map": layer_map, "student_type": student.config.model_type,
             "config": {**cfg.to_dict()}, "parameters": count_parameters(student),
             **({"trim_vocab": trim.to_dict(), "vocab": vocab} if vocab else {})}
-    if cfg.epochs > 0:
-        teacher_ids = tokenize(teacher_tokenizer, sentences, cfg.max_length)
-        ids = teacher_ids if tokenizer is teacher_tokenizer else tokenize(tokenizer, sentences, cfg.max_length)
-        targets, cache = teacher_embeddings(teacher, pooling, teacher_ids, sentences, cfg.max_length,
-                                            teacher_tokenizer.pad_token_id, cache_dir)
-        tmp = start_partial(out, overwrite, resume)  # kept by a failure, for --resume
-        log = train_student(student, ids, targets, tokenizer.pad_token_id, pooling.mode, cfg,
-                            checkpoints=tmp / "checkpoints", save_steps=save_steps, resume=resume)
-        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-        info.update(corpus={"sources": sources, "sentences": len(sentences),
-                            "tokens": int(sum(len(r) for r in ids))},
-                    teacher_embeddings=cache, train={"steps": log.steps, "seconds": log.seconds, "history": log.history,
-                                                     "resumed_from": log.resumed_from})
-    else:
-        tmp = start_partial(out, overwrite)
-        info["train"] = None  # the truncated student, untrained
-    info["seconds"] = round(time.perf_counter() - start, 1)
-    save_embedding_model(student, tokenizer, tmp, pooling, cfg.max_length, info)
-    save_vocab_file(tmp, tokenizer, vocab)
-    publish(tmp, Path(out), overwrite)
+    with stage_output(out, overwrite, resume and cfg.epochs > 0) as tmp:  # kept by a failure, for --resume
+        if cfg.epochs > 0:
+            ids, teacher_ids, read = sentence_ids(corpus, tokenizer, teacher_tokenizer, cfg.max_length,
+                                                  tmp / "sentences")
+            say(f"{read['sentences']:,} sentences from {', '.join(str(c) for c in corpus)}")
+            targets, cache = teacher_embeddings(teacher, pooling, teacher_ids, read["sha256"], cfg.max_length,
+                                                teacher_tokenizer.pad_token_id, cache_dir)
+            log = train_student(student, ids, targets, tokenizer.pad_token_id, pooling.mode, cfg,
+                                checkpoints=tmp / "checkpoints", save_steps=save_steps, resume=resume)
+            info.update(corpus={"sources": read["sources"], "sentences": read["sentences"],
+                                "tokens": int(row_lengths(ids).sum())},
+                        teacher_embeddings=cache, train={"steps": log.steps, "seconds": log.seconds,
+                                                         "history": log.history, "resumed_from": log.resumed_from},
+                        world_size=process_group()[1])
+        else:
+            info["train"] = None  # the truncated student, untrained
+        info["seconds"] = round(time.perf_counter() - start, 1)
+
+        def finish() -> None:  # the main process
+            for folder in ("checkpoints", "sentences"):
+                shutil.rmtree(tmp / folder, ignore_errors=True)
+            save_embedding_model(student, tokenizer, tmp, pooling, cfg.max_length, info)
+            save_vocab_file(tmp, tokenizer, vocab)
+
+        on_main(finish)
     return info
 
 

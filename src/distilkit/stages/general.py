@@ -231,7 +231,7 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
 
-    on_main(args, prepare)
+    on_main(prepare)
     train_ds, held_out, weights = _load_corpora(train_dir, eval_dir, eval_sequences, corpus)
     auto = AutoModel if headless else AutoModelForMaskedLM  # headless: the bare encoders, no head anywhere
     teacher_model = auto.from_pretrained(tmp / HEAD_DIR if needs_head else teacher,
@@ -251,11 +251,11 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
             return headless_eval(student_model, teacher_model, held_out, tokenizer.pad_token_id,
                                  value=loss.alpha_value > 0, cos=loss.alpha_cos > 0)
 
-        before = on_main(args, evaluate)  # the initialisation, so the effect of training is visible
+        before = on_main(evaluate)  # the initialisation, so the effect of training is visible
         trainer = HeadlessDistillationTrainer(model=student_model, args=args, train_dataset=train_ds,
                                               data_collator=collator, teacher=teacher_model, loss_config=loss)
     else:
-        teacher_acc = on_main(args, lambda: mlm_accuracy(teacher_model, tokenizer, held_out, weights))
+        teacher_acc = on_main(lambda: mlm_accuracy(teacher_model, tokenizer, held_out, weights))
         trainer = GeneralDistillationTrainer(model=student_model, args=args, train_dataset=train_ds,
                                              data_collator=collator, teacher=teacher_model, loss_config=loss,
                                              masker=Masker(tokenizer, weights))
@@ -296,7 +296,7 @@ def pretrain(teacher: str, corpus: str, out: Path, cfg: TrainConfig, loss: Tripl
         publish(tmp, out, overwrite)
         return info
 
-    info = on_main(args, finish)
+    info = on_main(finish)
     return info if info is not None else {"rank": rank, "world_size": world, "steps": steps}
 
 

@@ -18,7 +18,7 @@ import datasets
 from rich.console import Console
 from transformers import set_seed
 
-from ..artifacts import atomic_output_dir, fingerprint, read_record, write_json
+from ..artifacts import fingerprint, read_record, write_json
 from ..data.augment import augment, embedding_neighbours, mine_pairs, texts_of, words_of
 from ..data.task import TaskData, load_task_data
 from ..errors import ConfigError
@@ -29,7 +29,7 @@ from ..models.student import build_student, choose_layer_map
 from ..tags import MULTI_LABEL
 from ..models.narrow import narrow_student
 from ..models.vocab import VocabTrim
-from ..train.common import TrainConfig, encode
+from ..train.common import TrainConfig, encode, on_main, stage_output
 from ..train.task import DistillConfig, TrainRun, add_teacher_outputs, distill, finetune
 from .evaluate import evaluate_model
 from .reuse import reuse_or_run
@@ -105,29 +105,35 @@ def make_student(teacher: str, out: Path, layers: str | None = None, num_layers:
     (hidden size, intermediate size), the teacher's most important dimensions only (models/narrow.py)."""
     config = supported_config(teacher)
     layer_map = choose_layer_map(config, layers, num_layers)
-    with atomic_output_dir(out, overwrite) as tmp:
-        teacher_model = load_any(teacher)
-        student = build_student(teacher_model, layer_map)
-        tokenizer, vocab, narrowed = load_tokenizer(teacher), None, None
-        if width is not None:
-            student, dims = narrow_student(student, *width)
-            narrowed = {"hidden_size": width[0], "intermediate_size": width[1], "hidden_dims": dims["hidden"]}
-        if trim is not None:
-            student, tokenizer, vocab = trim_student(student, tokenizer, trim, task_texts(data), dev_texts(data),
-                                                     say=console.print)
-        params = {"teacher": count_parameters(teacher_model), "student": count_parameters(student)}
-        info = {
-            "stage": "student",
-            "teacher": str(teacher),
-            "teacher_type": config.model_type,
-            "student_type": student.config.model_type,
-            "layer_map": layer_map,
-            "parameters": params,
-            **({"trim_vocab": trim.to_dict(), "vocab": vocab} if vocab else {}),
-            **({"narrow": narrowed} if narrowed else {}),
-        }
-        save_model(student, tokenizer, tmp, info)
-        save_vocab_file(tmp, tokenizer, vocab)
+    with stage_output(out, overwrite) as tmp:
+        return on_main(lambda: _make_student(teacher, config, layer_map, tmp, trim, data, width), share=True)
+
+
+def _make_student(teacher: str, config, layer_map: list[int], tmp: Path, trim: VocabTrim | None, data: TaskData | None,
+                  width: tuple[int, int] | None) -> dict:
+    """`make_student`'s work, written into `tmp` (by the main process only under torchrun)."""
+    teacher_model = load_any(teacher)
+    student = build_student(teacher_model, layer_map)
+    tokenizer, vocab, narrowed = load_tokenizer(teacher), None, None
+    if width is not None:
+        student, dims = narrow_student(student, *width)
+        narrowed = {"hidden_size": width[0], "intermediate_size": width[1], "hidden_dims": dims["hidden"]}
+    if trim is not None:
+        student, tokenizer, vocab = trim_student(student, tokenizer, trim, task_texts(data), dev_texts(data),
+                                                 say=console.print)
+    params = {"teacher": count_parameters(teacher_model), "student": count_parameters(student)}
+    info = {
+        "stage": "student",
+        "teacher": str(teacher),
+        "teacher_type": config.model_type,
+        "student_type": student.config.model_type,
+        "layer_map": layer_map,
+        "parameters": params,
+        **({"trim_vocab": trim.to_dict(), "vocab": vocab} if vocab else {}),
+        **({"narrow": narrowed} if narrowed else {}),
+    }
+    save_model(student, tokenizer, tmp, info)
+    save_vocab_file(tmp, tokenizer, vocab)
     return info
 
 
@@ -135,7 +141,7 @@ def finetune_teacher(teacher: str, data: TaskData, cfg: TrainConfig, out: Path, 
                      resume: bool = False, force: bool = False) -> dict:
     """`distil finetune`: train the teacher on the task (skipped when it already has a fitting head)."""
     supported_config(teacher)
-    with atomic_output_dir(out, overwrite, resume) as tmp:
+    with stage_output(out, overwrite, resume) as tmp:
         skip = not force and has_classifier_head(teacher, data.num_labels) and _other_kind(teacher, data) is None
         tokenizer = load_tokenizer(teacher)
         set_seed(cfg.seed)  # a new head starts the same in every run of this configuration
@@ -147,41 +153,50 @@ def finetune_teacher(teacher: str, data: TaskData, cfg: TrainConfig, out: Path, 
         else:
             console.print(f"fine-tuning the teacher on {data.name} ({len(train_ds)} examples)")
             run = finetune(model, tokenizer, train_ds, cfg, tmp / "checkpoints", resume)
-        metrics = evaluate_model(model, tokenizer, data, cfg.max_length)
-        trained = _trained(tmp, run)
-        info = {
-            "stage": "finetune",
-            "teacher": str(teacher),
-            "task": data.name,
-            "data": data.source,
-            "train_examples": len(train_ds),
-            "config": cfg.to_dict(),
-            "skipped": skip,
-            **trained,
-            "parameters": count_parameters(model),
-            "metrics": metrics,
-        }
-        save_model(model, tokenizer, tmp, info)
-    return info
+
+        def finish() -> dict:  # the main process: evaluate, write
+            metrics = evaluate_model(model, tokenizer, data, cfg.max_length)
+            info = {
+                "stage": "finetune",
+                "teacher": str(teacher),
+                "task": data.name,
+                "data": data.source,
+                "train_examples": len(train_ds),
+                "config": cfg.to_dict(),
+                "skipped": skip,
+                **_trained(tmp, run),
+                "parameters": count_parameters(model),
+                "metrics": metrics,
+            }
+            save_model(model, tokenizer, tmp, info)
+            return info
+
+        return on_main(finish, share=True)
 
 
 def teacher_outputs_cached(teacher_dir: str, teacher, tokenizer, texts: datasets.Dataset, train_ds, max_length: int,
                            with_cls: bool, cache_dir: Path) -> tuple[datasets.Dataset, float]:
     """`train_ds` (`texts` tokenised) plus the teacher's outputs, computed once and stored under `cache_dir` (Arrow).
+    Under torchrun every process computes a share of the rows and the main process writes the cache.
 
     Returns the dataset and the seconds spent computing the outputs (0 when they were cached)."""
     key = fingerprint(list(texts["text"]), list(texts["text_pair"]) if "text_pair" in texts.column_names else None,
                       max_length, train_ds.column_names, with_cls,  # list(): a Column's repr shows only its first rows
                       files=sorted(Path(teacher_dir).glob("*.safetensors")))
     path = Path(cache_dir) / f"teacher-outputs-{key}"
-    if path.exists():
+    if on_main(path.exists, share=True):
         console.print(f"teacher outputs: reusing {path}")
         return datasets.load_from_disk(str(path)), 0.0
     start = time.perf_counter()
-    with_outputs = add_teacher_outputs(teacher, tokenizer, train_ds, with_cls=with_cls)
-    tmp = path.with_name(path.name + ".partial")
-    with_outputs.save_to_disk(str(tmp))
-    tmp.rename(path)
+    with_outputs = add_teacher_outputs(teacher, tokenizer, train_ds, with_cls=with_cls)  # sharded under torchrun
+
+    def save() -> None:  # the main process, which gathered every row
+        tmp = path.with_name(path.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        with_outputs.save_to_disk(str(tmp))
+        tmp.rename(path)
+
+    on_main(save)
     seconds = time.perf_counter() - start
     console.print(f"teacher outputs for {len(train_ds)} examples in {seconds:.0f}s → {path}")
     return datasets.load_from_disk(str(path)), seconds
@@ -213,7 +228,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
     if dcfg.mined_pairs and not data.is_pair:
         raise ConfigError(f"--mined-pairs {dcfg.mined_pairs}: {data.name} has one text per row; mined pairs need a "
                           "pair task (columns text and text_pair)")
-    with atomic_output_dir(out, overwrite, resume) as tmp:
+    with stage_output(out, overwrite, resume) as tmp:
         tokenizer = load_tokenizer(teacher)
         set_seed(cfg.seed)  # a new head starts the same in every run of this configuration
         teacher_model = _task_model(teacher, data).eval()
@@ -250,55 +265,61 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
         del teacher_model
         run = distill(student_model, pad_tokenizer, student_rows, cfg, dcfg, data.regression, tmp / "checkpoints",
                       resume, teacher=online, multi_label=data.multi_label)
-        metrics = evaluate_model(student_model, student_tokenizer, data, cfg.max_length)
-        trained = _trained(tmp, run)
-        info = {
-            "stage": "task-distillation",
-            "teacher": str(teacher),
-            **origin,
-            "task": data.name,
-            "data": data.distillation_source,
-            "train_examples": len(data.train),
-            **({"unlabeled_examples": len(data.unlabeled)} if data.unlabeled is not None else {}),
-            "transfer_examples": len(train_ds),
-            "config": cfg.to_dict(),
-            "distillation": dcfg.to_dict(),
-            **trained,
-            "teacher_outputs_seconds": teacher_seconds,
-            "parameters": count_parameters(student_model),
-            **({"vocab": vocab} if vocab else {}),
-            "metrics": metrics,
-        }
-        save_model(student_model, student_tokenizer, tmp, info)
-        save_vocab_file(tmp, student_tokenizer, vocab)
-    return info
+
+        def finish() -> dict:  # the main process: evaluate, write
+            metrics = evaluate_model(student_model, student_tokenizer, data, cfg.max_length)
+            info = {
+                "stage": "task-distillation",
+                "teacher": str(teacher),
+                **origin,
+                "task": data.name,
+                "data": data.distillation_source,
+                "train_examples": len(data.train),
+                **({"unlabeled_examples": len(data.unlabeled)} if data.unlabeled is not None else {}),
+                "transfer_examples": len(train_ds),
+                "config": cfg.to_dict(),
+                "distillation": dcfg.to_dict(),
+                **_trained(tmp, run),
+                "teacher_outputs_seconds": teacher_seconds,
+                "parameters": count_parameters(student_model),
+                **({"vocab": vocab} if vocab else {}),
+                "metrics": metrics,
+            }
+            save_model(student_model, student_tokenizer, tmp, info)
+            save_vocab_file(tmp, student_tokenizer, vocab)
+            return info
+
+        return on_main(finish, share=True)
 
 
 def train_baseline(student: str, data: TaskData, cfg: TrainConfig, out: Path, overwrite: bool = False,
                    resume: bool = False) -> dict:
     """The hard-label-only control: the same student init and steps, gold labels only."""
     supported_config(student)
-    with atomic_output_dir(out, overwrite, resume) as tmp:
+    with stage_output(out, overwrite, resume) as tmp:
         tokenizer = load_tokenizer(student)
         set_seed(cfg.seed)  # a new head starts the same in every run of this configuration
         model = _task_model(student, data)
         train_ds = encode(data.train, tokenizer, cfg.max_length)
         run = finetune(model, tokenizer, train_ds, cfg, tmp / "checkpoints", resume)
-        metrics = evaluate_model(model, tokenizer, data, cfg.max_length)
-        trained = _trained(tmp, run)
-        info = {
-            "stage": "baseline",
-            "student_init": str(student),
-            "task": data.name,
-            "data": data.source,
-            "train_examples": len(train_ds),
-            "config": cfg.to_dict(),
-            **trained,
-            "parameters": count_parameters(model),
-            "metrics": metrics,
-        }
-        save_model(model, tokenizer, tmp, info)
-    return info
+
+        def finish() -> dict:  # the main process: evaluate, write
+            metrics = evaluate_model(model, tokenizer, data, cfg.max_length)
+            info = {
+                "stage": "baseline",
+                "student_init": str(student),
+                "task": data.name,
+                "data": data.source,
+                "train_examples": len(train_ds),
+                "config": cfg.to_dict(),
+                **_trained(tmp, run),
+                "parameters": count_parameters(model),
+                "metrics": metrics,
+            }
+            save_model(model, tokenizer, tmp, info)
+            return info
+
+        return on_main(finish, share=True)
 
 
 def task_stages(teacher: str, data: TaskData, teacher_cfg: TrainConfig, student_cfg: TrainConfig, dcfg: DistillConfig,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from torch.utils.data import Sampler
 from transformers import DataCollatorWithPadding, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from ..artifacts import partial_dir, publish, start_partial
 from ..hardware import bf16_supported
 from ..models.families import check_attention
 from ..models.loading import model_inputs
@@ -118,9 +120,10 @@ def add_loss_terms(logs: dict, terms: dict[str, list[float]]) -> None:
 
 
 def training_arguments(cfg: TrainConfig, output_dir: Path) -> TrainingArguments:
-    """Trainer arguments for a stage: CPU unless a GPU is present, bf16 when supported, resumable checkpoints."""
+    """Trainer arguments for a stage: CPU unless a GPU is present, bf16 when supported, resumable checkpoints;
+    under torchrun the data order is shared and the dropout seed is seed + rank."""
     bf16 = bf16_supported() if cfg.bf16 is None else cfg.bf16
-    return TrainingArguments(
+    args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation,
@@ -142,6 +145,9 @@ def training_arguments(cfg: TrainConfig, output_dir: Path) -> TrainingArguments:
         dataloader_num_workers=0,
         disable_tqdm=os.environ.get("DISTILKIT_QUIET") == "1",
     )
+    # Under torchrun: one data order (data_seed) for all, and each process its own dropout stream (seed + rank).
+    args.data_seed, args.seed = cfg.seed, cfg.seed + args.process_index
+    return args
 
 
 class EpochSampler(Sampler):
@@ -198,24 +204,84 @@ def drop_incomplete_checkpoints(work_dir: Path) -> None:
 T = TypeVar("T")
 
 
-def on_main(args: TrainingArguments, fn: Callable[[], T]) -> T | None:
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of this process. Launched by torchrun, it joins the process group first
+    (accelerate's `PartialState`: gloo on CPU, NCCL on GPUs, rendezvous from torchrun's environment)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def on_main(fn: Callable[[], T], share: bool = False) -> T | None:
     """Run `fn` on the main process only while the others wait (under torchrun).
 
-    The others get None, or re-raise the main process's error, so no process is left waiting.
+    The others get None (with `share`, the main process's result), or re-raise the main process's error,
+    so no process is left waiting.
     """
+    rank, world = process_group()
     result, error = None, None
-    if args.process_index == 0:
+    if rank == 0:
         try:
             result = fn()
         except Exception as err:  # handed to the other processes, then raised here too
             error = err
-    if args.world_size > 1:
-        box = [error]
+    if world > 1:
+        box = [error, result if share else None]
         torch.distributed.broadcast_object_list(box, src=0)
-        error = box[0]
+        error, result = box[0], box[1] if share else result
     if error is not None:
         raise error
     return result
+
+
+def raise_any(error: Exception | None) -> None:
+    """Raise on every process the error of the main process, else the first other one (under torchrun)."""
+    _, world = process_group()
+    if world > 1:
+        errors = [None] * world
+        torch.distributed.all_gather_object(errors, error)
+        error = next((e for e in errors if e is not None), None)
+    if error is not None:
+        raise error
+
+
+@contextlib.contextmanager
+def stage_output(out: str | Path, overwrite: bool = False, resume: bool = False) -> Iterator[Path]:
+    """`artifacts.atomic_output_dir` for every process under torchrun: the main process makes the temporary
+    folder and publishes it as `out` once every process is done; an error on any is raised on all."""
+    on_main(lambda: start_partial(out, overwrite, resume))
+    error = None
+    try:
+        yield partial_dir(out)
+    except Exception as err:
+        error = err
+    raise_any(error)
+    on_main(lambda: publish(partial_dir(out), Path(out), overwrite))
+
+
+def shard_rows(n: int) -> range:
+    """The rows of `n` this process computes under torchrun (every world-th, from its rank)."""
+    rank, world = process_group()
+    return range(rank, n, world)
+
+
+def gather_rows(part: np.ndarray, n: int) -> np.ndarray | None:
+    """The main process's copy of the `n` rows whose `shard_rows` share each process computed (others: None)."""
+    rank, world = process_group()
+    if world == 1:
+        return part
+    parts = [None] * world if rank == 0 else None
+    torch.distributed.gather_object(part, parts, dst=0)
+    if rank != 0:
+        return None
+    full = np.empty((n, *part.shape[1:]), dtype=part.dtype)
+    for r, rows in enumerate(parts):
+        full[r::world] = rows
+    return full
 
 
 def attention_qkv(model, layer_input: torch.Tensor, layer: int = -1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -7,6 +7,10 @@ torch RNG that drives dropout (rng.safetensors), and state.json: the step, the e
 batch order's generator as it was at the start of that epoch, the scheduler, the running loss averages and the
 log. A checkpoint is written into a hidden folder and renamed, so step-N/ is always complete. Resumed from one,
 training goes on exactly as it would have without the interruption.
+
+Under torchrun the student is wrapped in `DistributedDataParallel`: every process draws the same batch order and
+trains on every world-th batch of it (the list wrapped round to a multiple of the world size), with its own
+dropout stream (seed + rank); the main process writes the checkpoints, with every process's RNG state.
 """
 
 from __future__ import annotations
@@ -20,35 +24,47 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .. import losses
 from ..models.pooling import pool
-from .common import pad_batch
+from .common import pad_batch, process_group
 
 
-def tokenize(tokenizer, sentences: list[str], max_length: int) -> list[list[int]]:
-    """Token ids per sentence ([CLS] ... [SEP], truncated), no padding."""
-    ids = []
-    for start in range(0, len(sentences), 4096):
-        ids += tokenizer(sentences[start : start + 4096], truncation=True, max_length=max_length)["input_ids"]
-    return ids
+def take(ids, idx) -> list[list[int]]:
+    """Rows `idx` of token ids held in a list, or in the `input_ids` column of a (memory-mapped) Arrow dataset."""
+    if isinstance(ids, datasets.Dataset):
+        return ids[[int(i) for i in idx]]["input_ids"]
+    return [ids[i] for i in idx]
+
+
+def row_lengths(ids) -> np.ndarray:
+    """The length of each row of `ids` (a list, or an Arrow dataset's `input_ids`, read without a Python loop)."""
+    if isinstance(ids, datasets.Dataset):
+        import pyarrow.compute as pc
+
+        column = ids.with_format("arrow")[:]["input_ids"]  # the rows in dataset order, as Arrow
+        return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.array([len(row) for row in ids], dtype=np.int64)
 
 
 @torch.no_grad()
-def encode_ids(model, ids: list[list[int]], pad_id: int, mode: str, batch_size: int = 128,
-               description: str | None = None) -> np.ndarray:
-    """Pooled (unnormalised) embeddings of tokenised sentences, in input order; batches sorted by length."""
+def encode_ids(model, ids, pad_id: int, mode: str, batch_size: int = 128, description: str | None = None,
+               rows=None) -> np.ndarray:
+    """Pooled (unnormalised) embeddings of tokenised sentences (`take`'s `ids`), of `rows` (default all) in that
+    order; batches sorted by length."""
     model.eval()
-    order = np.argsort([-len(row) for row in ids], kind="stable")
-    out = np.zeros((len(ids), model.config.hidden_size), dtype=np.float32)
+    rows = np.arange(len(ids)) if rows is None else np.asarray(rows, dtype=np.int64)
+    order = np.argsort(-row_lengths(ids)[rows], kind="stable")
+    out = np.zeros((len(rows), model.config.hidden_size), dtype=np.float32)
     with Progress(transient=True, disable=description is None) as progress:
-        bar = progress.add_task(description or "", total=len(ids))
-        for start in range(0, len(ids), batch_size):
+        bar = progress.add_task(description or "", total=len(rows))
+        for start in range(0, len(rows), batch_size):
             idx = order[start : start + batch_size]
-            input_ids, mask = pad_batch([ids[i] for i in idx], pad_id)
+            input_ids, mask = pad_batch(take(ids, rows[idx]), pad_id)
             hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
             out[idx] = pool(hidden, mask, mode).float().numpy()
             progress.advance(bar, len(idx))
@@ -93,7 +109,20 @@ def last_embed_checkpoint(folder: Path) -> Path | None:
     return Path(folder) / f"step-{steps[-1]}" if steps else None
 
 
-def save_checkpoint(folder: Path, step: int, student, optimizer, state: dict) -> Path:
+def rng_states() -> dict[str, torch.Tensor]:
+    """The torch RNG state of every process (under torchrun), as rng.safetensors stores them: torch_cpu (the
+    main process), torch_cpu_<rank> (the others). Every process calls it; the main one gets them all."""
+    rank, world = process_group()
+    states = {"torch_cpu": torch.get_rng_state()}
+    if world > 1:
+        gathered = [None] * world if rank == 0 else None
+        torch.distributed.gather_object(states["torch_cpu"], gathered, dst=0)
+        states = {f"torch_cpu_{r}" if r else "torch_cpu": state for r, state in enumerate(gathered or [])}
+    return states
+
+
+def save_checkpoint(folder: Path, step: int, student, optimizer, state: dict,
+                    rng: dict[str, torch.Tensor] | None = None) -> Path:
     """Write checkpoint step-`step` into `folder` (hidden folder, then rename) and remove the older ones."""
     from safetensors.torch import save_file, save_model
 
@@ -103,7 +132,7 @@ def save_checkpoint(folder: Path, step: int, student, optimizer, state: dict) ->
     tmp.mkdir(parents=True)
     save_model(student, str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+    save_file(rng or {"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
     (tmp / "state.json").write_text(json.dumps(state))
     tmp.rename(final)
     for old in _checkpoint_steps(folder):
@@ -113,12 +142,13 @@ def save_checkpoint(folder: Path, step: int, student, optimizer, state: dict) ->
 
 
 def load_checkpoint(checkpoint: Path, student, optimizer) -> dict:
-    """Restore the student, the optimizer and the torch RNG from `checkpoint`; returns its state.json."""
+    """Restore the student, the optimizer and this process's torch RNG from `checkpoint`; returns its state.json."""
     from safetensors.torch import load_file, load_model
 
+    rank, _ = process_group()
     load_model(student, str(checkpoint / "model.safetensors"))
     optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
-    torch.set_rng_state(load_file(str(checkpoint / "rng.safetensors"))["torch_cpu"])
+    torch.set_rng_state(load_file(str(checkpoint / "rng.safetensors"))[f"torch_cpu_{rank}" if rank else "torch_cpu"])
     return json.loads((checkpoint / "state.json").read_text())
 
 
@@ -145,18 +175,20 @@ def length_batches(lengths: list[int], batch_size: int, rng: random.Random, pool
     return batches
 
 
-def train_student(student, ids: list[list[int]], targets: np.ndarray, pad_id: int, mode: str,
+def train_student(student, ids, targets: np.ndarray, pad_id: int, mode: str,
                   cfg: EmbedConfig, progress_label: str = "distilling", checkpoints: Path | None = None,
                   save_steps: int = 500, resume: bool = False) -> TrainLog:
     """Train `student` so its pooled embeddings match `targets` (the teacher's), with AdamW, linear
-    warmup and decay, length-grouped batches; returns the loss history.
+    warmup and decay, length-grouped batches; returns the loss history. `ids` is what `take` reads, `targets` may
+    be memory-mapped.
 
     With `checkpoints`, a checkpoint is written there every `save_steps` steps; with `resume`, training
     continues from the newest one (see the module docstring)."""
+    rank, world = process_group()
     rng = random.Random(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    lengths = [len(row) for row in ids]
-    per_epoch = math.ceil(len(ids) / cfg.batch_size)
+    torch.manual_seed(cfg.seed + rank)  # each process its own dropout stream
+    lengths = row_lengths(ids).tolist()
+    per_epoch = math.ceil(math.ceil(len(ids) / cfg.batch_size) / world)  # batches of each process
     total = max(1, math.ceil(per_epoch * cfg.epochs))
     warmup = int(cfg.warmup * total)
     decay, no_decay = [], []
@@ -166,7 +198,8 @@ def train_student(student, ids: list[list[int]], targets: np.ndarray, pad_id: in
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
-    target = torch.from_numpy(targets)
+    # find_unused_parameters: a pooler, when the family has one, takes no part in the loss
+    model = torch.nn.parallel.DistributedDataParallel(student, find_unused_parameters=True) if world > 1 else student
     weights = {"mse": cfg.mse_weight, "cos": cfg.cos_weight, "sim": cfg.sim_weight}
     log, running = TrainLog(), {}
     step, epoch, position, seconds_before = 0, 0, 0, 0.0
@@ -187,12 +220,14 @@ def train_student(student, ids: list[list[int]], targets: np.ndarray, pad_id: in
         while step < total:
             epoch_rng = _rng_state(rng)
             batches = length_batches(lengths, cfg.batch_size, rng)
+            batches = (batches + batches[: per_epoch * world - len(batches)])[rank::world]  # this process's share
             for batch in batches[position:]:
                 if step >= total:
                     break
-                input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
-                hidden = student(input_ids=input_ids, attention_mask=mask).last_hidden_state
-                terms = losses.embedding_distillation(pool(hidden, mask, mode), target[batch])
+                input_ids, mask = pad_batch(take(ids, batch), pad_id)
+                hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+                target = torch.from_numpy(np.asarray(targets[batch], dtype=np.float32))
+                terms = losses.embedding_distillation(pool(hidden, mask, mode), target)
                 loss = losses.weighted_sum(terms, weights)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -211,10 +246,12 @@ def train_student(student, ids: list[list[int]], targets: np.ndarray, pad_id: in
                     progress.update(bar, loss=f"loss {row['loss']:.4f} (cos {row['cos']:.4f}, sim {row['sim']:.5f})")
                 progress.advance(bar)
                 if checkpoints is not None and save_steps > 0 and step % save_steps == 0 and step < total:
-                    save_checkpoint(checkpoints, step, student, optimizer, {
-                        "step": step, "epoch": epoch, "position": position, "batch_rng": epoch_rng,
-                        "scheduler": schedule.state_dict(), "running": running, "history": log.history,
-                        "seconds": seconds_before + time.perf_counter() - start})
+                    rng_state = rng_states()
+                    if rank == 0:
+                        save_checkpoint(checkpoints, step, student, optimizer, {
+                            "step": step, "epoch": epoch, "position": position, "batch_rng": epoch_rng,
+                            "scheduler": schedule.state_dict(), "running": running, "history": log.history,
+                            "seconds": seconds_before + time.perf_counter() - start}, rng_state)
             epoch, position = epoch + 1, 0
     student.eval()
     log.steps, log.seconds = total, round(seconds_before + time.perf_counter() - start, 1)

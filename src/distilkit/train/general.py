@@ -6,8 +6,8 @@ The teacher is frozen, in eval mode, on the student's device and runs under `tor
 Batches are only padded by the collator and masked (data/masking.py) inside the training step, by a
 generator seeded from (seed, optimizer step, micro-batch, rank): the masks do not depend on RNG history,
 so a run resumed from a checkpoint, or run under `torchrun`, masks exactly as an uninterrupted one.
-The data order is likewise seeded by (seed, epoch). Dropout uses the global RNG, which the Trainer
-checkpoints and restores.
+The data order is likewise seeded by (seed, epoch). Dropout uses the global RNG, seeded seed + rank,
+which the Trainer checkpoints and restores (per process).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class GeneralDistillationTrainer(Trainer):
                 raise ValueError("batches without labels need a masker (GeneralDistillationTrainer(masker=...))")
             step, micro = self._micro
             self._micro = (self.state.global_step, micro + 1 if step == self.state.global_step else 0)
-            seed = mask_seed(self.args.seed, *self._micro, self.args.process_index)
+            seed = mask_seed(self.args.data_seed, *self._micro, self.args.process_index)
             inputs = self.masker(inputs, torch.Generator().manual_seed(seed))
         return super().training_step(model, inputs, num_items_in_batch)
 

@@ -35,7 +35,7 @@ from .. import losses
 from ..errors import ConfigError
 from ..models.loading import model_inputs
 from .common import (Collator, LogAtCheckpoints, TrainConfig, add_loss_terms, attention_qkv, drop_incomplete_checkpoints,
-                     epoch_sampler, last_checkpoint, predict_logits, training_arguments)
+                     epoch_sampler, gather_rows, last_checkpoint, predict_logits, shard_rows, training_arguments)
 
 
 # options added after the first records: written to distil.json only when on, so older records still match
@@ -191,16 +191,19 @@ class DistillationTrainer(TaskTrainer):
 @dataclass
 class TrainRun:
     """What a training run did: seconds (of this call), optimizer steps in all, the checkpoint it resumed
-    from (None: from the start) and the Trainer's log (every logged loss, grad norm and learning rate)."""
+    from (None: from the start), the Trainer's log (every logged loss, grad norm and learning rate; the main
+    process's under torchrun) and the number of processes."""
 
     seconds: float
     steps: int
     resumed_from: str | None = None
     log_history: list[dict] = field(default_factory=list)
+    world_size: int = 1
 
     def record(self) -> dict:
         """The fields a stage's distil.json records."""
-        return {"train_seconds": self.seconds, "steps": self.steps, "resumed_from": self.resumed_from}
+        return {"train_seconds": self.seconds, "steps": self.steps, "resumed_from": self.resumed_from,
+                "world_size": self.world_size}
 
 
 def _run_trainer(trainer: Trainer, work_dir: Path, resume: bool) -> TrainRun:
@@ -214,7 +217,8 @@ def _run_trainer(trainer: Trainer, work_dir: Path, resume: bool) -> TrainRun:
     # Mixed precision wraps model.forward in autocast; unwrap so later evaluation runs in fp32, like a reload.
     trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     return TrainRun(seconds=float(result.metrics["train_runtime"]), steps=trainer.state.global_step,
-                    resumed_from=checkpoint and Path(checkpoint).name, log_history=list(trainer.state.log_history))
+                    resumed_from=checkpoint and Path(checkpoint).name, log_history=list(trainer.state.log_history),
+                    world_size=trainer.args.world_size)
 
 
 def finetune(model, tokenizer, train_ds, cfg: TrainConfig, work_dir: Path, resume: bool = False) -> TrainRun:
@@ -230,9 +234,18 @@ def finetune(model, tokenizer, train_ds, cfg: TrainConfig, work_dir: Path, resum
 
 
 def add_teacher_outputs(teacher, tokenizer, train_ds, with_cls: bool = False, batch_size: int = 128):
-    """Return `train_ds` with the frozen teacher's logits (and [CLS] states) as columns."""
-    out = predict_logits(teacher, train_ds, tokenizer, batch_size, "teacher outputs", hidden=with_cls)
+    """Return `train_ds` with the frozen teacher's logits (and [CLS] states) as columns.
+
+    Under torchrun each process computes its `shard_rows` share and the main process gathers them: it alone
+    gets the dataset (the others None)."""
+    rows = shard_rows(len(train_ds))
+    shard = train_ds if len(rows) == len(train_ds) else train_ds.select(rows)
+    out = predict_logits(teacher, shard, tokenizer, batch_size, "teacher outputs", hidden=with_cls)
     logits, cls = out if with_cls else (out, None)
+    logits = gather_rows(logits, len(train_ds))
+    cls = gather_rows(cls, len(train_ds)) if with_cls else None
+    if logits is None:
+        return None
     train_ds = train_ds.add_column("teacher_logits", [row.tolist() for row in logits])
     if with_cls:
         train_ds = train_ds.add_column("teacher_cls", [row.tolist() for row in cls])
