@@ -83,3 +83,43 @@ def test_student_command_narrows(tiny_teacher, tmp_path):
     result = CliRunner().invoke(app, ["student", "--teacher", str(tiny_teacher), "--out", str(tmp_path / "t"),
                                       "--hidden-size", "16"])
     assert result.exit_code == 2 and "go together" in result.output
+
+
+def test_hidden_loss_of_a_narrow_student_goes_through_trained_projections_that_are_not_saved(tiny_teacher, tmp_path):
+    """Width 32 → 16: the hidden-state loss maps the student's states through one Linear per compared layer,
+    started as the copy undone, trained (its weights move), saved in checkpoints, never in the student."""
+    import datasets
+    from safetensors import safe_open
+
+    from distilkit.models.folders import load_tokenizer
+    from distilkit.models.loading import load_classifier
+    from distilkit.models.student import build_student
+    from distilkit.train.common import Collator, TrainConfig, encode, training_arguments
+    from distilkit.train.task import PROJECTION_FILE, DistillConfig, DistillationTrainer, hidden_projections
+
+    tokenizer = load_tokenizer(str(tiny_teacher))
+    ds = encode(datasets.Dataset.from_dict({"text": ["good movie", "bad plot", "a dull story", "great film"] * 2,
+                                            "label": [1, 0, 0, 1] * 2}), tokenizer, 16)
+    ds = ds.add_column("teacher_logits", [[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]] * 2)
+    torch.manual_seed(0)
+    teacher = load_classifier(str(tiny_teacher), num_labels=2).eval()
+    student, dims = narrow_student(build_student(teacher, [0, 2]), hidden_size=16, intermediate_size=32)
+    cfg = TrainConfig(max_steps=3, batch_size=4, bf16=False, save_steps=2, learning_rate=1e-2)
+    trainer = DistillationTrainer(model=student, args=training_arguments(cfg, tmp_path / "ckpt"), train_dataset=ds,
+                                  data_collator=Collator(tokenizer, {"input_ids", "attention_mask", "token_type_ids"}),
+                                  distill=DistillConfig(hidden_weight=1.0), regression=False, teacher=teacher,
+                                  projection_dims=dims["hidden"])
+    start = hidden_projections(16, 32, 3, dims["hidden"])
+    assert len(trainer.projections) == 3  # embeddings + 2 layers
+    assert torch.equal(trainer.projections[0].weight, start[0].weight)
+    assert torch.equal(start[1].weight[dims["hidden"][5]], torch.eye(16)[5])  # student dim 5 → its teacher dim
+    trainer.train()
+    assert all(not torch.equal(p.weight, s.weight) for p, s in zip(trainer.projections, start))  # trained
+    assert any(p is trainer.projections[0].weight for g in trainer.optimizer.param_groups for p in g["params"])
+    saved = torch.load(tmp_path / "ckpt" / "checkpoint-3" / PROJECTION_FILE)  # the last checkpoint: what --resume reads
+    assert saved["0.weight"].shape == (32, 16) and torch.equal(saved["2.weight"], trainer.projections[2].weight)
+    student.save_pretrained(tmp_path / "student")
+    with safe_open(str(tmp_path / "student" / "model.safetensors"), "pt") as f:
+        assert all(key.startswith(("distilbert.", "pre_classifier", "classifier")) for key in f.keys())
+        assert f.get_tensor("distilbert.embeddings.word_embeddings.weight").shape[1] == 16
+    assert student.config.dim == 16

@@ -226,10 +226,15 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
             origin = {"student_init": str(student)}
         student_tokenizer = tokenizer if student is None else load_tokenizer(student)
         vocab = None if student is None else read_record(student).get("vocab")
+        copied_dims = None if student is None else (read_record(student).get("narrow") or {}).get("hidden_dims")
         if trim is not None:
             student_model, student_tokenizer, vocab = trim_student(student_model, student_tokenizer, trim,
                                                                    task_texts(data), dev_texts(data), say=console.print)
         student_model.config.problem_type = teacher_model.config.problem_type
+        widths = student_model.config.hidden_size, teacher_model.config.hidden_size
+        if dcfg.cls_weight > 0 and widths[0] != widths[1]:
+            raise ConfigError(f"--cls-weight compares [CLS] states of one width: the student is {widths[0]} wide, "
+                              f"the teacher {widths[1]}; use --hidden-weight (through a learned projection)")
         inputs = data.train if data.unlabeled is None else datasets.concatenate_datasets([data.train, data.unlabeled])
         transfer = augment(inputs, dcfg.augment, cfg.seed,
                            neighbours=_neighbour_table(inputs, tokenizer, teacher_model, dcfg))
@@ -249,7 +254,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
                   if dcfg.online_teacher else None)  # the teacher runs online, on the student's tokens
         del teacher_model
         run = distill(student_model, pad_tokenizer, student_rows, cfg, dcfg, data.regression, tmp / "checkpoints",
-                      resume, teacher=online, multi_label=data.multi_label)
+                      resume, teacher=online, multi_label=data.multi_label, projection_dims=copied_dims)
         metrics = evaluate_model(student_model, student_tokenizer, data, cfg.max_length)
         trained = _trained(tmp, run)
         info = {
