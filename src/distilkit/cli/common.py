@@ -57,6 +57,12 @@ VocabSizeOpt = typer.Option(None, "--vocab-size", help="With --trim-vocab: keep 
                             "single characters first, then the most frequent.")
 VocabCorpusOpt = typer.Option(None, "--vocab-corpus", help="With --trim-vocab: more text whose tokens are kept "
                               "(a text file, one sentence per line, a folder of them or a glue_data folder).")
+HiddenSizeOpt = typer.Option(None, "--hidden-size", help="A narrower student: keep the teacher's H most important "
+                             "hidden dimensions (with --intermediate-size; models/narrow.py).")
+IntermediateSizeOpt = typer.Option(None, "--intermediate-size", help="A narrower student: keep each layer's I most "
+                                   "important FFN dimensions.")
+HeadsOpt = typer.Option(None, "--heads", help="With --hidden-size: keep each layer's A most important attention heads "
+                        "(default: all, each narrowed).")
 MaxLengthOpt = typer.Option(None, "--max-length", help="Truncate to N tokens (default: the training length, else 128).")
 
 
@@ -103,6 +109,19 @@ def vocab_trim(trim_vocab: bool, vocab_size: Optional[int], vocab_corpus: Option
     from ..models.vocab import VocabTrim
 
     return VocabTrim(corpus=str(vocab_corpus) if vocab_corpus else None, size=vocab_size)
+
+
+def student_width(hidden_size: Optional[int], intermediate_size: Optional[int], heads: Optional[int]):
+    """--hidden-size/--intermediate-size/--heads as a narrow.Width (None: the teacher's width)."""
+    if (hidden_size is None) != (intermediate_size is None):
+        raise ConfigError("--hidden-size and --intermediate-size go together")
+    if hidden_size is None:
+        if heads is not None:
+            raise ConfigError("--heads goes with --hidden-size and --intermediate-size")
+        return None
+    from ..models.narrow import Width
+
+    return Width(hidden_size, intermediate_size, heads)
 
 
 def teacher_path(teacher: Optional[str]) -> str:

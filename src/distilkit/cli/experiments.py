@@ -12,7 +12,8 @@ from rich.table import Table
 from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, LoggingStepsOpt,
                      MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt,
                      TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, command, console, int_list,
-                     print_metrics, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim)
+                     print_metrics, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim,
+                     HeadsOpt, HiddenSizeOpt, IntermediateSizeOpt, student_width)
 
 # Defaults of `distil run`: chosen so the whole run fits in 20 minutes on 2 CPU cores (README).
 RUN_TRAIN_LIMIT = 20000
@@ -103,8 +104,12 @@ def run(
     epochs: float = typer.Option(2.0, help="Epochs of the student (and of the baseline)."),
     lr: float = 5e-5, batch_size: int = 32, max_length: int = 128, seed: int = 42,
     alpha: float = 0.5, temperature: float = 2.0, cls_weight: float = 0.0,
+    hidden_weight: float = typer.Option(0.0, help="Weight of the intermediate-layer hidden-state MSE (through learned "
+                                        "projections for a narrower student; runs the teacher online; 0: off)."),
     trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
     vocab_corpus: Optional[Path] = VocabCorpusOpt,
+    hidden_size: Optional[int] = HiddenSizeOpt, intermediate_size: Optional[int] = IntermediateSizeOpt,
+    heads: Optional[int] = HeadsOpt,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     save_steps: int = SaveStepsOpt, logging_steps: int = LoggingStepsOpt,
     overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
@@ -116,8 +121,9 @@ def run(
     from ..train.common import TrainConfig
     from ..train.task import DistillConfig
 
-    dcfg = DistillConfig(alpha=alpha, temperature=temperature, cls_weight=cls_weight)
+    dcfg = DistillConfig(alpha=alpha, temperature=temperature, cls_weight=cls_weight, hidden_weight=hidden_weight)
     trim = vocab_trim(trim_vocab, vocab_size, vocab_corpus)
+    width = student_width(hidden_size, intermediate_size, heads)
     if not resume:
         check_output(out, overwrite)
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
@@ -128,7 +134,7 @@ def run(
               "logging_steps": logging_steps}
     metrics = run_pipeline(teacher_path(teacher), d, out, TrainConfig(epochs=teacher_epochs, learning_rate=teacher_lr, **shared),
                            TrainConfig(epochs=epochs, learning_rate=lr, **shared), dcfg, layers=layers,
-                           num_layers=num_layers, overwrite=overwrite, resume=resume, trim=trim)
+                           num_layers=num_layers, overwrite=overwrite, resume=resume, trim=trim, width=width)
     print_metrics(f"{d.name} dev", {k: v for k, v in metrics["models"].items()})
     console.print(f"retention {metrics['retention'] * 100:.1f}% (baseline {metrics['baseline_retention'] * 100:.1f}%)")
     console.print(json.dumps(metrics["train_seconds"]))
@@ -170,6 +176,8 @@ def glue(
     sweep_precisions: str = typer.Option("fp32,int8", help="Precisions of the sweep: fp32, int8."),
     trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
     vocab_corpus: Optional[Path] = VocabCorpusOpt,
+    hidden_size: Optional[int] = HiddenSizeOpt, intermediate_size: Optional[int] = IntermediateSizeOpt,
+    heads: Optional[int] = HeadsOpt,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT and start afresh (default: resume it)."),
 ):
@@ -180,6 +188,7 @@ def glue(
     from ..experiments.suite import build_recipes, run_glue
 
     trim = vocab_trim(trim_vocab, vocab_size, vocab_corpus)
+    width = student_width(hidden_size, intermediate_size, heads)
     task_list = [get_task(t.strip()).name for t in tasks.split(",") if t.strip()]
     recipes = build_recipes(task_list, {
         "train_limit": train_limit, "teacher_epochs": teacher_epochs, "teacher_lr": teacher_lr, "epochs": epochs,
@@ -198,7 +207,7 @@ def glue(
                       sweep_depths=int_list(sweep_depths, "--sweep-depths") if sweep_depths else None,
                       sweep_task=sweep_task,
                       sweep_precisions=[p.strip() for p in sweep_precisions.split(",") if p.strip()],
-                      overwrite=overwrite, trim=trim)
+                      overwrite=overwrite, trim=trim, width=width)
     console.print((out / "glue.md").read_text())
     console.print(f"macro retention {result['macro_retention'] * 100:.1f}%")
 

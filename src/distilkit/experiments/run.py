@@ -22,7 +22,7 @@ console = Console(stderr=True)
 
 def run_pipeline(teacher: str, data: TaskData, out: Path, teacher_cfg: TrainConfig, student_cfg: TrainConfig,
                  dcfg: DistillConfig, layers: str | None = None, num_layers: int | None = None,
-                 overwrite: bool = False, resume: bool = False, trim=None) -> dict:
+                 overwrite: bool = False, resume: bool = False, trim=None, width=None) -> dict:
     """Run every stage into OUT (teacher/, student_init/, student/, baseline/, cache/) and write
     OUT/metrics.json and OUT/report.md. Returns the metrics.
 
@@ -33,7 +33,7 @@ def run_pipeline(teacher: str, data: TaskData, out: Path, teacher_cfg: TrainConf
     out = Path(out)
     with atomic_output_dir(out, overwrite, resume) as tmp:
         infos = task_stages(teacher, data, teacher_cfg, student_cfg, dcfg, tmp, tmp / "cache", layers, num_layers,
-                            resume=resume, trim=trim)
+                            resume=resume, trim=trim, width=width)
         t_info, s_info, b_info = infos["teacher"], infos["student"], infos["baseline"]
         models = {name: {**info["metrics"], "parameters": info["parameters"]} for name, info in infos.items()}
         teacher_score = models["teacher"]["score"]

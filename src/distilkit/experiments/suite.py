@@ -82,10 +82,10 @@ def _seed_dir(out: Path, task: str, seed: int) -> Path:
 
 def run_task_seed(teacher: str, data: TaskData, recipe: TaskRecipe, folder: Path, cache_dir: Path,
                   layers: str | None, num_layers: int | None, baseline: bool, compare: dict[str, str],
-                  trim=None) -> dict:
+                  trim=None, width=None) -> dict:
     """Every stage of one (task, seed) into `folder`, and the student's model card; returns {model: distil.json}."""
     infos = task_stages(teacher, data, recipe.teacher, recipe.student, recipe.distillation, folder, cache_dir,
-                        layers, num_layers, baseline, compare, trim=trim)
+                        layers, num_layers, baseline, compare, trim=trim, width=width)
     write_model_card(folder / "student", infos["teacher"]["metrics"])
     return infos
 
@@ -128,7 +128,7 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
              seeds: list[int] = (42,), layers: str | None = None, num_layers: int | None = None, baseline: bool = True,
              compare: dict[str, str] | None = None, dev_limit: int | None = None, sweep_depths: list[int] | None = None,
              sweep_task: str = "sst2", sweep_precisions: list[str] = ("fp32", "int8"),
-             sweep_options: dict | None = None, overwrite: bool = False, trim=None) -> dict:
+             sweep_options: dict | None = None, overwrite: bool = False, trim=None, width=None) -> dict:
     """Run (or resume) the suite into OUT and write OUT/glue.json, glue.md, report.md and plots.
 
     With `sweep_depths`, also run `sweep.run_sweep` (keyword `sweep_options`: seq, repeats, tolerance...)
@@ -162,7 +162,7 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
             seeded = replace(recipe, teacher=replace(recipe.teacher, seed=seed),
                              student=replace(recipe.student, seed=seed))
             runs[task][seed] = run_task_seed(teacher, data, seeded, _seed_dir(out, task, seed), out / "cache",
-                                             layers, num_layers, baseline, compare, trim)
+                                             layers, num_layers, baseline, compare, trim, width)
     summary = summarize(runs, tasks)
     sweep = None
     if sweep_depths:

@@ -27,8 +27,11 @@ from ..models.folders import load_tokenizer, supported_config
 from ..models.loading import count_parameters, load_encoder, save_model
 from ..models.pooling import Pooling, read_pooling, write_sentence_transformers_files
 from ..models.student import build_student, choose_layer_map
+from ..models.narrow import Width
 from ..models.vocab import VocabTrim
 from ..train.embedding import EmbedConfig, encode_ids, tokenize, train_student
+from ..train.task import hidden_projections
+from .task import narrow
 from .vocab import save_vocab_file, trim_student
 
 
@@ -71,12 +74,13 @@ def teacher_embeddings(teacher_dir: str, pooling: Pooling, ids: list[list[int]],
 def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: EmbedConfig,
                       layers: str | list[int] | None = None, num_layers: int | None = None,
                       cache_dir: Path | None = None, overwrite: bool = False, say=print, save_steps: int = 500,
-                      resume: bool = False, trim: VocabTrim | None = None) -> dict:
+                      resume: bool = False, trim: VocabTrim | None = None, width: Width | None = None) -> dict:
     """`distil embed`: student from the teacher, trained on the corpus' sentences to match the teacher's
     embeddings (no labels); cfg.epochs 0 writes the untrained truncated student. Returns distil.json's content.
 
     Training writes a checkpoint every `save_steps` steps; with `resume` it continues from the newest one.
-    With `trim`, the student keeps the vocabulary of the corpus (and trim.corpus) only."""
+    With `trim`, the student keeps the vocabulary of the corpus (and trim.corpus) only; with `width`, the teacher's
+    most important dimensions only (models/narrow.py), its embeddings compared through a learned projection."""
     check_output(out, overwrite)
     choose_layer_map(supported_config(teacher), layers, num_layers)  # a bad family or --layers fails before loading
     start = time.perf_counter()
@@ -84,6 +88,9 @@ def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: Em
     if note:
         say(f"note: {note}")
     student, layer_map = build_embedding_student(teacher, layers, num_layers)
+    teacher_width, narrowed = student.config.hidden_size, None
+    if width is not None:
+        student, narrowed = narrow(student, width)
     tokenizer = teacher_tokenizer = load_tokenizer(teacher)
     sentences = sources = None
     if cfg.epochs > 0 or trim is not None:
@@ -94,15 +101,19 @@ def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: Em
         student, tokenizer, vocab = trim_student(student, tokenizer, trim, sentences, say=say)
     info = {"stage": "embed", "teacher": teacher, "layer_map": layer_map, "student_type": student.config.model_type,
             "config": {**cfg.to_dict()}, "parameters": count_parameters(student),
-            **({"trim_vocab": trim.to_dict(), "vocab": vocab} if vocab else {})}
+            **({"trim_vocab": trim.to_dict(), "vocab": vocab} if vocab else {}),
+            **({"width": width.to_dict(), "narrow": narrowed} if narrowed else {})}
     if cfg.epochs > 0:
         teacher_ids = tokenize(teacher_tokenizer, sentences, cfg.max_length)
         ids = teacher_ids if tokenizer is teacher_tokenizer else tokenize(tokenizer, sentences, cfg.max_length)
         targets, cache = teacher_embeddings(teacher, pooling, teacher_ids, sentences, cfg.max_length,
                                             teacher_tokenizer.pad_token_id, cache_dir)
         tmp = start_partial(out, overwrite, resume)  # kept by a failure, for --resume
+        projection = (hidden_projections(student.config.hidden_size, teacher_width, 1, narrowed["hidden_dims"])[0]
+                      if narrowed else None)
         log = train_student(student, ids, targets, tokenizer.pad_token_id, pooling.mode, cfg,
-                            checkpoints=tmp / "checkpoints", save_steps=save_steps, resume=resume)
+                            checkpoints=tmp / "checkpoints", save_steps=save_steps, resume=resume,
+                            projection=projection)
         shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
         info.update(corpus={"sources": sources, "sentences": len(sentences),
                             "tokens": int(sum(len(r) for r in ids))},
