@@ -208,7 +208,17 @@ def test_run_narrows_the_student_init_and_resumes_only_with_the_same_width(tiny_
     data = load_task_data("sst2", tiny_glue)
     cfg, width, out = TrainConfig(**FAST), Width(16, 32), tmp_path / "run"
     metrics = run_pipeline(str(teacher), data, out, cfg, cfg, DistillConfig(hidden_weight=1.0), layers="0,2",
-                           width=width)
+                           width=width, size=True)
+    sizes = metrics["size"]
+    for name in ("teacher", "student"):
+        s = sizes[name]
+        assert s["parameters"] == metrics["models"][name]["parameters"]
+        assert 0 < s["int8_mb"] < s["fp32_mb"] and 50 < s["runtime_rss_mb"] <= s["int8_peak_rss_mb"] < 1000
+        assert json.loads((out / name / "size.json").read_text()) == s
+    assert sizes["student"]["fp32_mb"] < sizes["teacher"]["fp32_mb"] / 2
+    assert "int8 ONNX MB" in (out / "report.md").read_text()
+    assert "## Size" in (out / "student" / "README.md").read_text()
+    assert json.loads((out / "student" / "export.json").read_text())["model"] == str(out / "student")
     for name in ("student_init", "student", "baseline"):
         assert json.loads((out / name / "config.json").read_text())["dim"] == 16
     init = json.loads((out / "student_init" / "distil.json").read_text())

@@ -63,6 +63,8 @@ IntermediateSizeOpt = typer.Option(None, "--intermediate-size", help="A narrower
                                    "important FFN dimensions.")
 HeadsOpt = typer.Option(None, "--heads", help="With --hidden-size: keep each layer's A most important attention heads "
                         "(default: all, each narrowed).")
+SizeOpt = typer.Option(True, "--size/--no-size", help="Export teacher and student to ONNX (fp32, int8) and report "
+                       "their parameters, file sizes and the peak RSS of serving one request with the int8 file.")
 MaxLengthOpt = typer.Option(None, "--max-length", help="Truncate to N tokens (default: the training length, else 128).")
 
 

@@ -13,7 +13,7 @@ from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt,
                      MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt,
                      TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, command, console, int_list,
                      print_metrics, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim,
-                     HeadsOpt, HiddenSizeOpt, IntermediateSizeOpt, student_width)
+                     HeadsOpt, HiddenSizeOpt, IntermediateSizeOpt, SizeOpt, student_width)
 
 # Defaults of `distil run`: chosen so the whole run fits in 20 minutes on 2 CPU cores (README).
 RUN_TRAIN_LIMIT = 20000
@@ -110,6 +110,7 @@ def run(
     vocab_corpus: Optional[Path] = VocabCorpusOpt,
     hidden_size: Optional[int] = HiddenSizeOpt, intermediate_size: Optional[int] = IntermediateSizeOpt,
     heads: Optional[int] = HeadsOpt,
+    size: bool = SizeOpt,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     save_steps: int = SaveStepsOpt, logging_steps: int = LoggingStepsOpt,
     overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
@@ -134,10 +135,15 @@ def run(
               "logging_steps": logging_steps}
     metrics = run_pipeline(teacher_path(teacher), d, out, TrainConfig(epochs=teacher_epochs, learning_rate=teacher_lr, **shared),
                            TrainConfig(epochs=epochs, learning_rate=lr, **shared), dcfg, layers=layers,
-                           num_layers=num_layers, overwrite=overwrite, resume=resume, trim=trim, width=width)
+                           num_layers=num_layers, overwrite=overwrite, resume=resume, trim=trim, width=width,
+                           size=size)
     print_metrics(f"{d.name} dev", {k: v for k, v in metrics["models"].items()})
     console.print(f"retention {metrics['retention'] * 100:.1f}% (baseline {metrics['baseline_retention'] * 100:.1f}%)")
     console.print(json.dumps(metrics["train_seconds"]))
+    for name, s in metrics.get("size", {}).items():
+        console.print(f"{name}: {s['parameters']['total'] / 1e6:.2f}M parameters "
+                      f"({s['parameters']['embedding'] / 1e6:.2f}M embedding), ONNX fp32 {s['fp32_mb']:.1f} MB, "
+                      f"int8 {s['int8_mb']:.1f} MB, int8 serving peak RSS {s['int8_peak_rss_mb']:.0f} MB")
 
 
 @command()
@@ -177,7 +183,7 @@ def glue(
     trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
     vocab_corpus: Optional[Path] = VocabCorpusOpt,
     hidden_size: Optional[int] = HiddenSizeOpt, intermediate_size: Optional[int] = IntermediateSizeOpt,
-    heads: Optional[int] = HeadsOpt,
+    heads: Optional[int] = HeadsOpt, size: bool = SizeOpt,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT and start afresh (default: resume it)."),
 ):
@@ -207,7 +213,7 @@ def glue(
                       sweep_depths=int_list(sweep_depths, "--sweep-depths") if sweep_depths else None,
                       sweep_task=sweep_task,
                       sweep_precisions=[p.strip() for p in sweep_precisions.split(",") if p.strip()],
-                      overwrite=overwrite, trim=trim, width=width)
+                      overwrite=overwrite, trim=trim, width=width, size=size)
     console.print((out / "glue.md").read_text())
     console.print(f"macro retention {result['macro_retention'] * 100:.1f}%")
 

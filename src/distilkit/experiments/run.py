@@ -9,6 +9,7 @@ from rich.console import Console
 
 from ..artifacts import atomic_output_dir, read_record, write_json
 from ..data.task import TaskData
+from ..deploy.size import model_size
 from ..hardware import versions
 from ..models.folders import supported_config
 from ..stages.task import task_stages
@@ -22,9 +23,11 @@ console = Console(stderr=True)
 
 def run_pipeline(teacher: str, data: TaskData, out: Path, teacher_cfg: TrainConfig, student_cfg: TrainConfig,
                  dcfg: DistillConfig, layers: str | None = None, num_layers: int | None = None,
-                 overwrite: bool = False, resume: bool = False, trim=None, width=None) -> dict:
+                 overwrite: bool = False, resume: bool = False, trim=None, width=None, size: bool = False) -> dict:
     """Run every stage into OUT (teacher/, student_init/, student/, baseline/, cache/) and write
-    OUT/metrics.json and OUT/report.md. Returns the metrics.
+    OUT/metrics.json and OUT/report.md. Returns the metrics. With `size`, the teacher and the student are exported
+    (ONNX fp32 and int8) and metrics.json's "size" gives each one's parameters, file sizes and the peak RSS of
+    serving one request with the int8 file (deploy/size.py).
 
     With `resume`, the finished stages of an interrupted run are reused when their configuration matches
     (a changed one is refused, naming the field) and the stage in progress resumes from its last checkpoint."""
@@ -58,12 +61,15 @@ def run_pipeline(teacher: str, data: TaskData, out: Path, teacher_cfg: TrainConf
                        "distillation": s_info["distillation"]},
             "versions": versions(),
         }
+        if size:
+            console.print("size: exporting teacher and student (ONNX fp32, int8), serving one request each")
+            metrics["size"] = {name: model_size(tmp / name) for name in ("teacher", "student")}
         metrics["wall_seconds"] = time.perf_counter() - start
         _relocate(tmp, out)
         metrics = _replace_paths(metrics, str(tmp), str(out))
         write_json(tmp / "metrics.json", metrics)
         write_report(metrics, tmp)
-    write_model_card(out / "student", metrics["models"]["teacher"])  # written after the rename: it names the folder
+    write_model_card(out / "student", metrics["models"]["teacher"])  # with size.json's figures when measured  # written after the rename: it names the folder
     console.print(f"[bold]done in {metrics['wall_seconds'] / 60:.1f} min[/]: {out}/metrics.json, {out}/report.md")
     return metrics
 
@@ -80,5 +86,5 @@ def _replace_paths(obj, old: str, new: str):
 
 def _relocate(tmp: Path, out: Path) -> None:
     """Stage records name the temporary run folder; point them at the final one."""
-    for record in tmp.glob("*/distil.json"):
-        write_json(record, _replace_paths(read_record(record.parent), str(tmp), str(out)))
+    for record in [*tmp.glob("*/distil.json"), *tmp.glob("*/export.json")]:
+        write_json(record, _replace_paths(read_record(record.parent, record.name), str(tmp), str(out)))
