@@ -126,6 +126,14 @@ def student_width(hidden_size: Optional[int], intermediate_size: Optional[int], 
     return Width(hidden_size, intermediate_size, heads)
 
 
+def parse_width(value: str):
+    """One --widths item, HxI or HxIxA (hidden size x FFN size x heads), as a narrow.Width."""
+    parts = value.strip().lower().split("x")
+    if len(parts) not in (2, 3) or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(f"--widths {value.strip()!r}: expected HxI or HxIxA, like 256x1024 or 256x1024x8")
+    return student_width(int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) == 3 else None)
+
+
 def teacher_path(teacher: Optional[str]) -> str:
     """The teacher folder or hub id (None: the packaged all-MiniLM-L6-v2)."""
     from ..models.folders import resolve_model

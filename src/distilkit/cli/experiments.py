@@ -13,7 +13,7 @@ from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt,
                      MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt,
                      TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, command, console, int_list,
                      print_metrics, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim,
-                     HeadsOpt, HiddenSizeOpt, IntermediateSizeOpt, SizeOpt, student_width)
+                     HeadsOpt, HiddenSizeOpt, IntermediateSizeOpt, SizeOpt, parse_width, student_width)
 
 # Defaults of `distil run`: chosen so the whole run fits in 20 minutes on 2 CPU cores (README).
 RUN_TRAIN_LIMIT = 20000
@@ -234,9 +234,15 @@ def sweep(
     seq: int = typer.Option(128, help="Sequence length of the latency timing."),
     repeats: int = typer.Option(10, help="Timed calls per block of the latency timing (3 blocks per model)."),
     tolerance: float = typer.Option(1.0, help="Largest int8 dev-score drop (points) accepted."),
+    widths: Optional[str] = typer.Option(None, help="Also narrower students at the default depth: HxI or HxIxA "
+                                         "(hidden size x FFN size x heads), comma-separated, e.g. 256x1024x8."),
+    trim_vocab: bool = typer.Option(False, "--trim-vocab", help="Also a student with a trimmed vocabulary, at the "
+                                    "default depth (see distil task --trim-vocab)."),
+    vocab_size: Optional[int] = VocabSizeOpt, vocab_corpus: Optional[Path] = VocabCorpusOpt,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
 ):
-    """Students of several depths, fp32 and int8: score against latency and size, Pareto frontier and plot.
+    """Students of several depths (and widths, and a trimmed vocabulary), fp32 and int8: score against latency
+    and size, Pareto frontier and plot.
 
     Running it again reuses finished depths and exports."""
     from ..experiments.sweep import check_sweep, run_sweep
@@ -248,11 +254,13 @@ def sweep(
     teacher_dir, depth_list = teacher_path(teacher), int_list(depths, "--depths")
     precision_list = tuple(p.strip() for p in precisions.split(",") if p.strip())
     check_sweep(teacher_dir, depth_list, precision_list)
+    width_list = [parse_width(w) for w in (widths or "").split(",") if w.strip()]
+    trim = vocab_trim(trim_vocab, vocab_size, vocab_corpus)
     d = training_data(teacher_dir, task=task, data_dir=data, train_file=train, dev_file=dev,
                       text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
                       train_limit=train_limit, dev_limit=dev_limit)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16)
     result = run_sweep(teacher_dir, d, depth_list, out, cfg, dcfg, out / "cache", precisions=precision_list, seq=seq,
-                       repeats=repeats, tolerance=tolerance)
+                       repeats=repeats, tolerance=tolerance, widths=width_list, trim=trim)
     console.print((out / "sweep.md").read_text())
     console.print(f"frontier (latency): {', '.join(p['model'] + ' ' + p['precision'] for p in result['frontier']['latency'])}")

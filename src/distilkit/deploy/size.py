@@ -58,11 +58,11 @@ def serving_rss_mb(model_dir: str | Path, backend: str = "onnx-int8") -> dict[st
     return {"peak_rss_mb": round(peak * 1024 / 1e6, 1), "runtime_rss_mb": round(before * 1024 / 1e6, 1)}
 
 
-def model_size(model_dir: str | Path, export: bool = True, rss: bool = True) -> dict:
+def model_size(model_dir: str | Path, export: bool = True, rss: bool = True, write: bool = True) -> dict:
     """MODEL_DIR's size figures, written to MODEL_DIR/size.json and returned: {"parameters": {total, embedding,
     non_embedding}, "fp32_mb", "int8_mb", "int8_peak_rss_mb", "runtime_rss_mb"}. With `export`, a folder without
     ONNX files is exported first (fp32 and int8, unchecked: `distil export --data` checks); file figures of a
-    folder without them are None."""
+    folder without them are None. `write` False: size.json is not written (a folder that is not the caller's)."""
     model_dir = Path(model_dir)
     if export and not (model_dir / ONNX_INT8).exists():
         from .export import export_onnx
@@ -72,9 +72,10 @@ def model_size(model_dir: str | Path, export: bool = True, rss: bool = True) -> 
              for name, f in (("fp32_mb", ONNX_FP32), ("int8_mb", ONNX_INT8))}
     memory = serving_rss_mb(model_dir) if rss and files["int8_mb"] is not None else {}
     size = {"parameters": count_parameters(load_any(str(model_dir))),
-            **{k: round(v, 2) if v is not None else None for k, v in files.items()},
+            **{k: round(v, 4) if v is not None else None for k, v in files.items()},
             "int8_peak_rss_mb": memory.get("peak_rss_mb"), "runtime_rss_mb": memory.get("runtime_rss_mb")}
-    write_json(model_dir / SIZE_FILE, size)
+    if write:
+        write_json(model_dir / SIZE_FILE, size)
     return size
 
 
