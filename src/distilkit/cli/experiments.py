@@ -15,8 +15,10 @@ from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt,
                      print_metrics, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim,
                      HeadsOpt, HiddenSizeOpt, IntermediateSizeOpt, SizeOpt, parse_width, student_width)
 
-# Defaults of `distil run`: chosen so the whole run fits in 20 minutes on 2 CPU cores (README).
-RUN_TRAIN_LIMIT = 20000
+# The recipe `distil run` uses by default (benchmarks/kd_vs_baseline.py measures it): the best measured that fits
+# the whole run in 20 minutes on 2 CPU cores (docs/experiments.md, "A default recipe that pays").
+RUN_RECIPE = {"train_limit": 20000, "teacher_epochs": 2.0, "teacher_lr": 5e-5, "epochs": 2.0, "lr": 5e-5,
+              "alpha": 0.5, "temperature": 2.0, "augment": 1}
 
 
 @command("eval")
@@ -96,14 +98,16 @@ def run(
     dev: Optional[Path] = DevFileOpt, text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt,
     label_column: str = LabelColOpt, regression: bool = RegressionOpt,
     multi_label: bool = MultiLabelOpt, label_separator: str = LabelSepOpt,
-    train_limit: Optional[int] = typer.Option(RUN_TRAIN_LIMIT, "--train-limit",
+    train_limit: Optional[int] = typer.Option(RUN_RECIPE["train_limit"], "--train-limit",
                                               help="Training rows used (0: all). The default keeps the run under 20 min."),
     dev_limit: Optional[int] = DevLimitOpt,
     layers: Optional[str] = LayersOpt, num_layers: Optional[int] = NumLayersOpt,
-    teacher_epochs: float = 2.0, teacher_lr: float = 5e-5,
-    epochs: float = typer.Option(2.0, help="Epochs of the student (and of the baseline)."),
-    lr: float = 5e-5, batch_size: int = 32, max_length: int = 128, seed: int = 42,
-    alpha: float = 0.5, temperature: float = 2.0, cls_weight: float = 0.0,
+    teacher_epochs: float = RUN_RECIPE["teacher_epochs"], teacher_lr: float = RUN_RECIPE["teacher_lr"],
+    epochs: float = typer.Option(RUN_RECIPE["epochs"], help="Epochs of the student (and of the baseline)."),
+    lr: float = RUN_RECIPE["lr"], batch_size: int = 32, max_length: int = 128, seed: int = 42,
+    alpha: float = RUN_RECIPE["alpha"], temperature: float = RUN_RECIPE["temperature"], cls_weight: float = 0.0,
+    augment: int = typer.Option(RUN_RECIPE["augment"], help="Perturbed copies of each training row that only the "
+                                "teacher labels, for the student (0: off; the baseline never sees them)."),
     hidden_weight: float = typer.Option(0.0, help="Weight of the intermediate-layer hidden-state MSE (through learned "
                                         "projections for a narrower student; runs the teacher online; 0: off)."),
     trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
@@ -122,7 +126,8 @@ def run(
     from ..train.common import TrainConfig
     from ..train.task import DistillConfig
 
-    dcfg = DistillConfig(alpha=alpha, temperature=temperature, cls_weight=cls_weight, hidden_weight=hidden_weight)
+    dcfg = DistillConfig(alpha=alpha, temperature=temperature, cls_weight=cls_weight, augment=augment,
+                         hidden_weight=hidden_weight)
     trim = vocab_trim(trim_vocab, vocab_size, vocab_corpus)
     width = student_width(hidden_size, intermediate_size, heads)
     if not resume:
