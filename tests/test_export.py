@@ -172,3 +172,14 @@ def test_bench_times_each_backend_alone_in_blocks(tiny_student, tmp_path):  # no
             (max(r["block_medians_ms"]) - min(r["block_medians_ms"])) / r["median_ms"] * 100)
     assert {"cpu", "isa", "load_average_at_start", "load_average_at_end"} <= set(bench["hardware"])
     assert "| spread |" in (tmp_path / "bench" / "bench.md").read_text()
+
+
+def test_bench_times_more_models_given_by_name(tiny_student, tmp_path):  # noqa: F811
+    args = ["bench", "--student", str(tiny_student), "--seq", "8", "--batch", "2", "--repeats", "1", "--rounds", "1",
+            "--peak-size", "64", "--backends", "onnx-int8", "--out", str(tmp_path / "bench")]
+    result = runner.invoke(app, [*args, "--model", f"narrow={tiny_student}"])
+    assert result.exit_code == 0, result.output
+    bench = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert {r["model"] for r in bench["results"]} == {"student", "narrow"} and set(bench["models"]) == {"student", "narrow"}
+    bad = runner.invoke(app, [*args, "--model", f"student={tiny_student}"])
+    assert bad.exit_code == 2 and "--model" in bad.output

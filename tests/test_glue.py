@@ -170,6 +170,11 @@ def test_glue_command_prints_the_table_and_refuses_bad_options(tiny_teacher, sui
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "| student |" in result.output and "macro retention" in result.output
+    size = read_json(tmp_path / "g" / "glue.json")["size"]  # --size is on by default
+    assert size["measured_on"].startswith("sst2/seed-") and set(size) == {"measured_on", "teacher", "student"}
+    assert size["student"]["int8_mb"] < size["student"]["fp32_mb"] and size["student"]["int8_peak_rss_mb"] > 0
+    assert size["student"]["parameters"]["total"] < size["teacher"]["parameters"]["total"]
+    assert "int8 ONNX MB" in (tmp_path / "g" / "report.md").read_text()
     bad = runner.invoke(app, args + ["--epochs", "cola=2"])
     assert bad.exit_code == 2 and "cola" in bad.output and "not among --tasks" in bad.output
     bad = runner.invoke(app, args + ["--sweep-depths", "1", "--sweep-task", "cola"])

@@ -68,6 +68,15 @@ def test_hidden_mse_with_mask():
     assert losses.hidden_mse(s, t, torch.tensor([[1, 0]])).item() == pytest.approx(1.0)
 
 
+def test_projected_hidden_mse_maps_the_student_to_the_teacher_width():
+    s = torch.tensor([[[1.0], [3.0]]])  # (1, 2 tokens, student width 1)
+    t = torch.tensor([[[2.0, 5.0], [6.0, 5.0]]])  # teacher width 2
+    weight, bias = torch.tensor([[2.0], [0.0]]), torch.tensor([0.0, 5.0])  # x ↦ (2x, 5): equal to t
+    assert losses.projected_hidden_mse(s, t, weight, bias).item() == pytest.approx(0.0)
+    assert losses.projected_hidden_mse(s, t, weight).item() == pytest.approx(12.5)  # (0+25+0+25)/4
+    assert losses.projected_hidden_mse(s, t, weight * 0, bias, torch.tensor([[1, 0]])).item() == pytest.approx(2.0)
+
+
 def test_attention_kl():
     t = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]])  # (batch 1, head 1, query 2, key 2)
     s = torch.tensor([[[[0.5, 0.5], [0.5, 0.5]]]])

@@ -1,4 +1,5 @@
-"""The depth x precision sweep on a tiny random teacher: points, their recorded scores, reuse, the frontier."""
+"""The depth x precision sweep on a tiny random teacher, with a width and a trimmed-vocabulary point: points, their
+recorded scores and sizes, reuse, the frontier."""
 
 import json
 
@@ -6,6 +7,8 @@ import pytest
 
 from distilkit.data.task import load_task_data
 from distilkit.experiments.sweep import pareto_front, run_sweep
+from distilkit.models.narrow import Width
+from distilkit.models.vocab import VocabTrim
 from distilkit.train.common import TrainConfig
 from distilkit.train.task import DistillConfig
 
@@ -13,7 +16,8 @@ from .deploy_fixtures import make_classifier
 
 QUICK = TrainConfig(max_steps=2, batch_size=16, learning_rate=1e-3, max_length=32, bf16=False, save_steps=100,
                     logging_steps=1)
-SETTINGS = dict(seq=16, repeats=2, tolerance=100.0, peak_size=64)  # tiny models: the check only records int8
+SETTINGS = dict(seq=16, repeats=2, tolerance=100.0, peak_size=64,  # tiny models: the check only records int8
+                widths=[Width(16, 32, 2)], trim=VocabTrim(size=12))
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,18 @@ def test_one_point_per_model_and_precision_with_recorded_scores(swept):
     out = root / "out"
     assert json.loads((out / "sweep.json").read_text()) == json.loads(json.dumps(sweep))
     got = {(p["model"], p["precision"]): p for p in sweep["points"]}
-    assert set(got) == {(m, p) for m in ("teacher", "depth-1", "depth-2") for p in ("fp32", "int8")}
+    models = ("teacher", "depth-1", "depth-2", "width-16x32-h2", "trim-vocab")
+    assert set(got) == {(m, p) for m in models for p in ("fp32", "int8")}
+    assert [got[(m, "int8")]["width"] for m in models] == [32, 32, 32, 16, 32]
+    assert got[("trim-vocab", "int8")]["vocab"] == 12 and got[("depth-1", "int8")]["vocab"] is None
+    assert got[("width-16x32-h2", "fp32")]["layers"] == got[("depth-1", "fp32")]["layers"]  # the default depth
+    for m in models:
+        size = json.loads((out / ("teacher-onnx" if m == "teacher" else m) / "size.json").read_text())
+        assert got[(m, "int8")]["int8_peak_rss_mb"] == size["int8_peak_rss_mb"] > 0
+        assert size["int8_mb"] < size["fp32_mb"] and size["parameters"] == got[(m, "fp32")]["parameters"]
+    params = {m: got[(m, "fp32")]["parameters"] for m in models}
+    assert params["width-16x32-h2"]["non_embedding"] < params["depth-1"]["non_embedding"] / 3
+    assert params["trim-vocab"]["embedding"] < params["depth-1"]["embedding"]
     for d in (1, 2):
         info = json.loads((out / f"depth-{d}" / "distil.json").read_text())
         export = json.loads((out / f"depth-{d}" / "export.json").read_text())

@@ -124,6 +124,15 @@ def hidden_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, mask:
     return (sq * mask).sum() / (mask.sum().clamp(min=1.0) * sq.size(-1))
 
 
+def projected_hidden_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, weight: torch.Tensor,
+                         bias: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """`hidden_mse` of a narrower student's states mapped to the teacher's width, MSE(H_S·Wᵀ + b, H_T) (TinyBERT,
+    Jiao et al. 2020, eq. 7; MobileBERT's bottleneck transfer): `weight` (teacher dim, student dim) is learned with
+    the student and dropped after training."""
+    return hidden_mse(F.linear(student_hidden.float(), weight.float(), None if bias is None else bias.float()),
+                      teacher_hidden, mask)
+
+
 def attention_kl(student_attn: torch.Tensor, teacher_attn: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """KL(teacher ‖ student) between attention distributions per head and query (MiniLM, Wang et al. 2020).
 

@@ -57,6 +57,14 @@ VocabSizeOpt = typer.Option(None, "--vocab-size", help="With --trim-vocab: keep 
                             "single characters first, then the most frequent.")
 VocabCorpusOpt = typer.Option(None, "--vocab-corpus", help="With --trim-vocab: more text whose tokens are kept "
                               "(a text file, one sentence per line, a folder of them or a glue_data folder).")
+HiddenSizeOpt = typer.Option(None, "--hidden-size", help="A narrower student: keep the teacher's H most important "
+                             "hidden dimensions (with --intermediate-size; models/narrow.py).")
+IntermediateSizeOpt = typer.Option(None, "--intermediate-size", help="A narrower student: keep each layer's I most "
+                                   "important FFN dimensions.")
+HeadsOpt = typer.Option(None, "--heads", help="With --hidden-size: keep each layer's A most important attention heads "
+                        "(default: all, each narrowed).")
+SizeOpt = typer.Option(True, "--size/--no-size", help="Export teacher and student to ONNX (fp32, int8) and report "
+                       "their parameters, file sizes and the peak RSS of serving one request with the int8 file.")
 MaxLengthOpt = typer.Option(None, "--max-length", help="Truncate to N tokens (default: the training length, else 128).")
 
 
@@ -103,6 +111,27 @@ def vocab_trim(trim_vocab: bool, vocab_size: Optional[int], vocab_corpus: Option
     from ..models.vocab import VocabTrim
 
     return VocabTrim(corpus=str(vocab_corpus) if vocab_corpus else None, size=vocab_size)
+
+
+def student_width(hidden_size: Optional[int], intermediate_size: Optional[int], heads: Optional[int]):
+    """--hidden-size/--intermediate-size/--heads as a narrow.Width (None: the teacher's width)."""
+    if (hidden_size is None) != (intermediate_size is None):
+        raise ConfigError("--hidden-size and --intermediate-size go together")
+    if hidden_size is None:
+        if heads is not None:
+            raise ConfigError("--heads goes with --hidden-size and --intermediate-size")
+        return None
+    from ..models.narrow import Width
+
+    return Width(hidden_size, intermediate_size, heads)
+
+
+def parse_width(value: str):
+    """One --widths item, HxI or HxIxA (hidden size x FFN size x heads), as a narrow.Width."""
+    parts = value.strip().lower().split("x")
+    if len(parts) not in (2, 3) or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(f"--widths {value.strip()!r}: expected HxI or HxIxA, like 256x1024 or 256x1024x8")
+    return student_width(int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) == 3 else None)
 
 
 def teacher_path(teacher: Optional[str]) -> str:

@@ -94,14 +94,22 @@ def bench(
     rounds: int = typer.Option(3, "--rounds", help="Blocks per model, backend and scenario, taking turns."),
     backends: Optional[str] = typer.Option(None, "--backends", help="Comma list (default: all available)."),
     peak_size: int = typer.Option(1024, "--peak-size", help="Size of the square matmuls timing the machine's peak."),
+    model: list[str] = typer.Option([], "--model", help="NAME=PATH of another task model folder to time in the same "
+                                    "run (e.g. a narrower student against the full-width one); repeatable."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for bench.json, bench.md, bench.png."),
 ):
-    """Size, latency and throughput of teacher and student on each backend in one run, each backend timed alone."""
+    """Size, latency and throughput of teacher and student (and --model NAME=PATH) on each backend in one run,
+    each backend timed alone."""
     from ..deploy.bench import run_bench, write_bench
 
     models = {name: d for name, d in (("teacher", teacher), ("student", student)) if d is not None}
+    for item in model:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip() or name.strip() in models:
+            raise ConfigError(f"--model {item!r}: expected NAME=PATH with a new NAME (not teacher or student twice)")
+        models[name.strip()] = Path(path.strip())
     if not models:
-        raise ConfigError("give --teacher and/or --student")
+        raise ConfigError("give --teacher, --student and/or --model NAME=PATH")
     if min(repeats, rounds) < 1:
         raise ConfigError(f"--repeats {repeats} --rounds {rounds}: expected at least 1 each")
     result = run_bench(models, int_list(seq, "--seq"), batch, repeats,

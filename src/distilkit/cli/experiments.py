@@ -12,7 +12,8 @@ from rich.table import Table
 from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, LoggingStepsOpt,
                      MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt,
                      TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, command, console, int_list,
-                     print_metrics, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim)
+                     print_metrics, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim,
+                     HeadsOpt, HiddenSizeOpt, IntermediateSizeOpt, SizeOpt, parse_width, student_width)
 
 # The recipe `distil run` uses by default (benchmarks/kd_vs_baseline.py measures it): the best measured that fits
 # the whole run in 20 minutes on 2 CPU cores (docs/experiments.md, "A default recipe that pays").
@@ -107,8 +108,13 @@ def run(
     alpha: float = RUN_RECIPE["alpha"], temperature: float = RUN_RECIPE["temperature"], cls_weight: float = 0.0,
     augment: int = typer.Option(RUN_RECIPE["augment"], help="Perturbed copies of each training row that only the "
                                 "teacher labels, for the student (0: off; the baseline never sees them)."),
+    hidden_weight: float = typer.Option(0.0, help="Weight of the intermediate-layer hidden-state MSE (through learned "
+                                        "projections for a narrower student; runs the teacher online; 0: off)."),
     trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
     vocab_corpus: Optional[Path] = VocabCorpusOpt,
+    hidden_size: Optional[int] = HiddenSizeOpt, intermediate_size: Optional[int] = IntermediateSizeOpt,
+    heads: Optional[int] = HeadsOpt,
+    size: bool = SizeOpt,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     save_steps: int = SaveStepsOpt, logging_steps: int = LoggingStepsOpt,
     overwrite: bool = OverwriteOpt, resume: bool = ResumeOpt,
@@ -120,8 +126,10 @@ def run(
     from ..train.common import TrainConfig
     from ..train.task import DistillConfig
 
-    dcfg = DistillConfig(alpha=alpha, temperature=temperature, cls_weight=cls_weight, augment=augment)
+    dcfg = DistillConfig(alpha=alpha, temperature=temperature, cls_weight=cls_weight, augment=augment,
+                         hidden_weight=hidden_weight)
     trim = vocab_trim(trim_vocab, vocab_size, vocab_corpus)
+    width = student_width(hidden_size, intermediate_size, heads)
     if not resume:
         check_output(out, overwrite)
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
@@ -132,10 +140,15 @@ def run(
               "logging_steps": logging_steps}
     metrics = run_pipeline(teacher_path(teacher), d, out, TrainConfig(epochs=teacher_epochs, learning_rate=teacher_lr, **shared),
                            TrainConfig(epochs=epochs, learning_rate=lr, **shared), dcfg, layers=layers,
-                           num_layers=num_layers, overwrite=overwrite, resume=resume, trim=trim)
+                           num_layers=num_layers, overwrite=overwrite, resume=resume, trim=trim, width=width,
+                           size=size)
     print_metrics(f"{d.name} dev", {k: v for k, v in metrics["models"].items()})
     console.print(f"retention {metrics['retention'] * 100:.1f}% (baseline {metrics['baseline_retention'] * 100:.1f}%)")
     console.print(json.dumps(metrics["train_seconds"]))
+    for name, s in metrics.get("size", {}).items():
+        console.print(f"{name}: {s['parameters']['total'] / 1e6:.2f}M parameters "
+                      f"({s['parameters']['embedding'] / 1e6:.2f}M embedding), ONNX fp32 {s['fp32_mb']:.1f} MB, "
+                      f"int8 {s['int8_mb']:.1f} MB, int8 serving peak RSS {s['int8_peak_rss_mb']:.0f} MB")
 
 
 @command()
@@ -174,6 +187,8 @@ def glue(
     sweep_precisions: str = typer.Option("fp32,int8", help="Precisions of the sweep: fp32, int8."),
     trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
     vocab_corpus: Optional[Path] = VocabCorpusOpt,
+    hidden_size: Optional[int] = HiddenSizeOpt, intermediate_size: Optional[int] = IntermediateSizeOpt,
+    heads: Optional[int] = HeadsOpt, size: bool = SizeOpt,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT and start afresh (default: resume it)."),
 ):
@@ -184,6 +199,7 @@ def glue(
     from ..experiments.suite import build_recipes, run_glue
 
     trim = vocab_trim(trim_vocab, vocab_size, vocab_corpus)
+    width = student_width(hidden_size, intermediate_size, heads)
     task_list = [get_task(t.strip()).name for t in tasks.split(",") if t.strip()]
     recipes = build_recipes(task_list, {
         "train_limit": train_limit, "teacher_epochs": teacher_epochs, "teacher_lr": teacher_lr, "epochs": epochs,
@@ -202,7 +218,7 @@ def glue(
                       sweep_depths=int_list(sweep_depths, "--sweep-depths") if sweep_depths else None,
                       sweep_task=sweep_task,
                       sweep_precisions=[p.strip() for p in sweep_precisions.split(",") if p.strip()],
-                      overwrite=overwrite, trim=trim)
+                      overwrite=overwrite, trim=trim, width=width, size=size)
     console.print((out / "glue.md").read_text())
     console.print(f"macro retention {result['macro_retention'] * 100:.1f}%")
 
@@ -223,9 +239,15 @@ def sweep(
     seq: int = typer.Option(128, help="Sequence length of the latency timing."),
     repeats: int = typer.Option(10, help="Timed calls per block of the latency timing (3 blocks per model)."),
     tolerance: float = typer.Option(1.0, help="Largest int8 dev-score drop (points) accepted."),
+    widths: Optional[str] = typer.Option(None, help="Also narrower students at the default depth: HxI or HxIxA "
+                                         "(hidden size x FFN size x heads), comma-separated, e.g. 256x1024x8."),
+    trim_vocab: bool = typer.Option(False, "--trim-vocab", help="Also a student with a trimmed vocabulary, at the "
+                                    "default depth (see distil task --trim-vocab)."),
+    vocab_size: Optional[int] = VocabSizeOpt, vocab_corpus: Optional[Path] = VocabCorpusOpt,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
 ):
-    """Students of several depths, fp32 and int8: score against latency and size, Pareto frontier and plot.
+    """Students of several depths (and widths, and a trimmed vocabulary), fp32 and int8: score against latency
+    and size, Pareto frontier and plot.
 
     Running it again reuses finished depths and exports."""
     from ..experiments.sweep import check_sweep, run_sweep
@@ -237,11 +259,13 @@ def sweep(
     teacher_dir, depth_list = teacher_path(teacher), int_list(depths, "--depths")
     precision_list = tuple(p.strip() for p in precisions.split(",") if p.strip())
     check_sweep(teacher_dir, depth_list, precision_list)
+    width_list = [parse_width(w) for w in (widths or "").split(",") if w.strip()]
+    trim = vocab_trim(trim_vocab, vocab_size, vocab_corpus)
     d = training_data(teacher_dir, task=task, data_dir=data, train_file=train, dev_file=dev,
                       text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
                       train_limit=train_limit, dev_limit=dev_limit)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16)
     result = run_sweep(teacher_dir, d, depth_list, out, cfg, dcfg, out / "cache", precisions=precision_list, seq=seq,
-                       repeats=repeats, tolerance=tolerance)
+                       repeats=repeats, tolerance=tolerance, widths=width_list, trim=trim)
     console.print((out / "sweep.md").read_text())
     console.print(f"frontier (latency): {', '.join(p['model'] + ' ' + p['precision'] for p in result['frontier']['latency'])}")

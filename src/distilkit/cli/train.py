@@ -11,7 +11,8 @@ from ..errors import ConfigError
 from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, LoggingStepsOpt,
                      MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt,
                      TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, cache_root, command, console,
-                     print_metrics, print_params, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim)
+                     print_metrics, print_params, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim,
+                     HeadsOpt, HiddenSizeOpt, IntermediateSizeOpt, student_width)
 
 
 @command()
@@ -22,10 +23,8 @@ def student(
     num_layers: Optional[int] = NumLayersOpt,
     trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
     vocab_corpus: Optional[Path] = VocabCorpusOpt,
-    hidden_size: Optional[int] = typer.Option(None, "--hidden-size", help="A narrower student: keep the teacher's H "
-                                              "most important hidden dimensions (with --intermediate-size)."),
-    intermediate_size: Optional[int] = typer.Option(None, "--intermediate-size", help="A narrower student: keep "
-                                                    "each layer's I most important FFN dimensions."),
+    hidden_size: Optional[int] = HiddenSizeOpt, intermediate_size: Optional[int] = IntermediateSizeOpt,
+    heads: Optional[int] = HeadsOpt,
     overwrite: bool = OverwriteOpt,
 ):
     """Build a student from a teacher: fewer layers copied from chosen teacher layers."""
@@ -34,10 +33,8 @@ def student(
     trim = vocab_trim(trim_vocab, vocab_size, vocab_corpus)
     if trim is not None and trim.corpus is None:
         raise ConfigError("distil student --trim-vocab keeps the tokens of --vocab-corpus FILE: give it")
-    if (hidden_size is None) != (intermediate_size is None):
-        raise ConfigError("--hidden-size and --intermediate-size go together")
     info = make_student(teacher_path(teacher), out, layers=layers, num_layers=num_layers, overwrite=overwrite,
-                        trim=trim, width=(hidden_size, intermediate_size) if hidden_size else None)
+                        trim=trim, width=student_width(hidden_size, intermediate_size, heads))
     console.print(f"student ({info['student_type']}) from teacher layers {info['layer_map']} → {out}")
     print_params(info["parameters"])
 
@@ -99,6 +96,8 @@ def task_cmd(
                                     "similar training sentences (TF-IDF), labelled by the teacher only (0: off)."),
     trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
     vocab_corpus: Optional[Path] = VocabCorpusOpt,
+    hidden_size: Optional[int] = HiddenSizeOpt, intermediate_size: Optional[int] = IntermediateSizeOpt,
+    heads: Optional[int] = HeadsOpt,
     epochs: float = 3.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     cache_dir: Optional[Path] = typer.Option(None, help="Where teacher outputs are cached (default ~/.cache/distilkit)."),
@@ -122,7 +121,8 @@ def task_cmd(
                       save_steps=save_steps, logging_steps=logging_steps)
     info = distil_task(teacher_path(teacher), d, cfg, dcfg, out, cache_dir or cache_root(), student=student_dir,
                        layers=layers, num_layers=num_layers, overwrite=overwrite, resume=resume,
-                       trim=vocab_trim(trim_vocab, vocab_size, vocab_corpus))
+                       trim=vocab_trim(trim_vocab, vocab_size, vocab_corpus),
+                       width=student_width(hidden_size, intermediate_size, heads))
     print_metrics(f"{d.name} dev", {"student": info["metrics"]})
 
 
@@ -141,6 +141,8 @@ def embed(
     sim_weight: float = typer.Option(1.0, help="Weight of the MSE between in-batch cosine-similarity matrices."),
     trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
     vocab_corpus: Optional[Path] = VocabCorpusOpt,
+    hidden_size: Optional[int] = HiddenSizeOpt, intermediate_size: Optional[int] = IntermediateSizeOpt,
+    heads: Optional[int] = HeadsOpt,
     cache_dir: Optional[Path] = typer.Option(None, help="Where teacher embeddings are cached (default ~/.cache/distilkit/embed)."),
     save_steps: int = SaveStepsOpt,
     logging_steps: int = typer.Option(100, "--logging-steps", help="Log the loss every N steps."),
@@ -157,7 +159,8 @@ def embed(
                              cache_dir=cache_dir or cache_root() / "embed", overwrite=overwrite,
                              say=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
                              save_steps=save_steps, resume=resume,
-                             trim=vocab_trim(trim_vocab, vocab_size, vocab_corpus))
+                             trim=vocab_trim(trim_vocab, vocab_size, vocab_corpus),
+                             width=student_width(hidden_size, intermediate_size, heads))
     trained = f"{info['train']['steps']} steps in {info['train']['seconds']:.0f} s" if info["train"] else "untrained"
     console.print(f"embedding student ({info['student_type']}, teacher layers {info['layer_map']}, {trained}) → {out}")
 

@@ -119,7 +119,8 @@ def model_facts(model_dir: Path, backends: dict) -> dict:
     files.update({f: (model_dir / f).stat().st_size for f in EXPORTED_FILES if (model_dir / f).exists()})
     return {"path": str(model_dir), "model_type": torch_model.config.model_type,
             "kind": "embedding" if is_embedding_model(model_dir) else "classifier",
-            "layers": torch_model.config.num_hidden_layers, "parameters": count_parameters(torch_model), "files": files}
+            "layers": torch_model.config.num_hidden_layers, "width": torch_model.config.hidden_size,
+            "parameters": count_parameters(torch_model), "files": files}
 
 
 def scenarios(seqs: list[int], batch: int) -> list[dict]:

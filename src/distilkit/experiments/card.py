@@ -13,6 +13,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from ..artifacts import read_json, read_record, write_text
+from ..deploy.size import read_size
 from ..errors import UserError
 
 # our metric names → Hub metric types (https://hf.co/metrics)
@@ -189,6 +190,22 @@ def _loss(info: dict, regression: bool) -> str:
     return loss
 
 
+def _size_lines(student_dir: Path) -> list[str]:
+    """The card's size section, from STUDENT_DIR/size.json (deploy/size.py) when it was measured."""
+    size = read_size(student_dir)
+    if not size:
+        return []
+    p = size["parameters"]
+    lines = ["## Size", "", f"- parameters: {_count(p['total'])} ({_count(p['embedding'])} in the embeddings, "
+             f"{_count(p['non_embedding'])} outside)"]
+    if size.get("fp32_mb") is not None:
+        lines.append(f"- ONNX files: fp32 {size['fp32_mb']:.1f} MB, int8 {size['int8_mb']:.1f} MB")
+    if size.get("int8_peak_rss_mb") is not None:
+        lines.append(f"- serving one request with the int8 file: peak RSS {size['int8_peak_rss_mb']:.0f} MB "
+                     f"({size['runtime_rss_mb']:.0f} MB of it the interpreter and runtime)")
+    return [*lines, ""]
+
+
 def card_body(student_dir: Path, info: dict, teacher_metrics: dict | None) -> str:
     student_dir = Path(student_dir)
     config = read_json(student_dir / "config.json") if (student_dir / "config.json").exists() else {}
@@ -218,6 +235,7 @@ def card_body(student_dir: Path, info: dict, teacher_metrics: dict | None) -> st
         *metrics_table(info["metrics"], teacher_metrics), "",
         "Values in %; `score` is the mean of the task's metrics (the GLUE per-task score)"
         + ("; retention is student / teacher." if teacher_metrics else "."), "",
+        *_size_lines(student_dir),
         "## Training data", "",
         f"- task: {task}",
         f"- data: {_data_source(info.get('data', {}))}",

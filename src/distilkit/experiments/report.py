@@ -36,6 +36,31 @@ def plot_run(metrics: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def size_table(sizes: dict | None) -> list[str]:
+    """Markdown lines: each model's parameters, ONNX file sizes and int8 serving peak RSS (deploy/size.py)."""
+    if not sizes:
+        return []
+    lines = ["", "| model | parameters | embedding | non-embedding | fp32 ONNX MB | int8 ONNX MB | int8 serving peak "
+             "RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, s in sizes.items():
+        if not isinstance(s, dict):
+            continue
+        p = s["parameters"]
+        lines.append(f"| {name} | {p['total'] / 1e6:.2f}M | {p['embedding'] / 1e6:.2f}M | "
+                     f"{p['non_embedding'] / 1e6:.2f}M | {_mb(s['fp32_mb'])} | {_mb(s['int8_mb'])} | "
+                     f"{_mb(s['int8_peak_rss_mb'])} |")
+    runtime = next((s["runtime_rss_mb"] for s in sizes.values() if isinstance(s, dict) and s.get("runtime_rss_mb")),
+                   None)
+    if runtime:
+        lines.append(f"\nPeak RSS: a fresh process loading the int8 file and serving one request ({runtime:.0f} MB of "
+                     "it is the interpreter and runtime before the model loads).")
+    return lines
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def write_report(metrics: dict, out: Path) -> Path:
     """OUT/report.md from OUT/metrics.json's content (and OUT/report.png)."""
     plot_run(metrics, out / "report.png")
@@ -60,6 +85,7 @@ def write_report(metrics: dict, out: Path) -> Path:
             f"| {name} | {values} | {m['score'] * 100:.2f} | {m['score'] / teacher_score * 100:.1f}% | "
             f"{m['parameters']['total'] / 1e6:.2f}M | {metrics['train_seconds'].get(name, 0):.0f} |"
         )
+    lines += size_table(metrics.get("size"))
     lines += [
         "",
         "![scores and sizes](report.png)",
@@ -160,6 +186,8 @@ def write_glue_report(glue: dict, out: Path) -> Path:
         table,
         "",
         "![per-task scores](glue.png)",
+        *([""] + [f"Size (measured on {glue['size']['measured_on']}):"] + size_table(
+            {k: v for k, v in glue["size"].items() if k != "measured_on"}) if glue.get("size") else []),
         "",
         "## Retention per task",
         "",

@@ -21,6 +21,7 @@ from rich.console import Console
 from ..artifacts import read_record, write_json
 from ..data.glue import get_task
 from ..data.task import TaskData, load_task_data
+from ..deploy.size import model_size
 from ..errors import ConfigError
 from ..hardware import hardware, versions
 from ..metrics import glue_score
@@ -82,10 +83,10 @@ def _seed_dir(out: Path, task: str, seed: int) -> Path:
 
 def run_task_seed(teacher: str, data: TaskData, recipe: TaskRecipe, folder: Path, cache_dir: Path,
                   layers: str | None, num_layers: int | None, baseline: bool, compare: dict[str, str],
-                  trim=None) -> dict:
+                  trim=None, width=None) -> dict:
     """Every stage of one (task, seed) into `folder`, and the student's model card; returns {model: distil.json}."""
     infos = task_stages(teacher, data, recipe.teacher, recipe.student, recipe.distillation, folder, cache_dir,
-                        layers, num_layers, baseline, compare, trim=trim)
+                        layers, num_layers, baseline, compare, trim=trim, width=width)
     on_main(lambda: write_model_card(folder / "student", infos["teacher"]["metrics"]))
     return infos
 
@@ -128,12 +129,15 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
              seeds: list[int] = (42,), layers: str | None = None, num_layers: int | None = None, baseline: bool = True,
              compare: dict[str, str] | None = None, dev_limit: int | None = None, sweep_depths: list[int] | None = None,
              sweep_task: str = "sst2", sweep_precisions: list[str] = ("fp32", "int8"),
-             sweep_options: dict | None = None, overwrite: bool = False, trim=None) -> dict:
+             sweep_options: dict | None = None, overwrite: bool = False, trim=None, width=None,
+             size: bool = False) -> dict:
     """Run (or resume) the suite into OUT and write OUT/glue.json, glue.md, report.md and plots.
 
     With `sweep_depths`, also run `sweep.run_sweep` (keyword `sweep_options`: seq, repeats, tolerance...)
     from the `sweep_task` teacher of the first seed into OUT/sweep, and put its frontier in the report.
-    Options are checked before any work; then `overwrite` deletes OUT (else the suite resumes in it)."""
+    Options are checked before any work; then `overwrite` deletes OUT (else the suite resumes in it). With `size`,
+    the teacher and student of the first task and seed are exported and sized (deploy/size.py) into glue.json's
+    "size" (the other tasks' models differ from them in the classifier head only)."""
     start = time.perf_counter()
     out = Path(out)
     tasks = [get_task(t).name for t in tasks]
@@ -166,7 +170,7 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
             seeded = replace(recipe, teacher=replace(recipe.teacher, seed=seed),
                              student=replace(recipe.student, seed=seed))
             runs[task][seed] = run_task_seed(teacher, data, seeded, _seed_dir(out, task, seed), out / "cache",
-                                             layers, num_layers, baseline, compare, trim)
+                                             layers, num_layers, baseline, compare, trim, width)
     summary = summarize(runs, tasks)
     sweep = None
     if sweep_depths:
@@ -176,6 +180,12 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
         sweep = run_sweep(str(_seed_dir(out, task, seeds[0]) / "teacher"), loaded[task], list(sweep_depths), out / "sweep",
                           replace(recipe.student, seed=seeds[0]), recipe.distillation, out / "cache",
                           precisions=tuple(sweep_precisions), **(sweep_options or {}))
+    sizes = None
+    if size:
+        first = _seed_dir(out, tasks[0], seeds[0])
+        sizes = {"measured_on": f"{tasks[0]}/seed-{seeds[0]}",
+                 **{name: model_size(first / name) for name in ("teacher", "student")}}
+        write_model_card(first / "student", runs[tasks[0]][seeds[0]]["teacher"]["metrics"])  # now with its size
     glue = {
         "teacher": teacher,
         "tasks": tasks,
@@ -186,6 +196,7 @@ def run_glue(teacher: str, tasks: list[str], out: Path, recipes: dict[str, TaskR
         "macro_retention": summary["retention"]["student"]["macro"],
         "recipes": {t: recipes[t].to_dict() for t in tasks},
         "compare": compare,
+        **({"size": sizes} if sizes else {}),
         "sweep": None if sweep is None else {"task": get_task(sweep_task).name, "file": str(out / "sweep" / "sweep.json"),
                                              "frontier": sweep.get("frontier")},
         "train_seconds": {t: {str(s): {m: info.get("train_seconds", 0.0) for m, info in runs[t][s].items()}

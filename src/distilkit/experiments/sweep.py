@@ -1,7 +1,12 @@
-"""`distil sweep`: students of several depths on one task, in fp32 and int8, against their cost.
+"""`distil sweep`: students of several depths (and widths, and a trimmed vocabulary) on one task, in fp32 and
+int8, against their cost.
 
     for each depth d:  OUT/depth-d  = distil_task(teacher, num_layers=d)   (reused when finished)
                        OUT/depth-d/model.int8.onnx = export_onnx(checked on dev)
+    for each width w:  OUT/width-HxI[-hA] = distil_task(teacher, width=w), at the default depth (half the teacher)
+    with a trim:       OUT/trim-vocab = distil_task(teacher, trim=...), at the default depth
+                       (each exported and checked as the depths are)
+    every student and the teacher: size.json (deploy/size.py: parameters, file sizes, int8 serving peak RSS)
     teacher:           OUT/teacher-onnx = the teacher's ONNX export (weights linked in)
     one interleaved bench over every (model, precision) → batch-1 latency at `seq`
     → OUT/sweep.json, OUT/sweep.md, OUT/pareto.png (score against latency and against size)
@@ -22,9 +27,11 @@ from ..data.task import TaskData
 from ..deploy.backends import ONNX_INT8
 from ..deploy.bench import run_bench
 from ..deploy.export import ExportCheckError, export_onnx
+from ..deploy.size import model_size
 from ..errors import ConfigError
 from ..models.families import depth
 from ..models.folders import supported_config
+from ..models.narrow import Width
 from ..models.student import StudentError, choose_layer_map
 from ..stages.evaluate import evaluate_folder
 from ..stages.reuse import reuse_or_run
@@ -47,11 +54,17 @@ def pareto_front(points: list[dict], cost_key: str, score_key: str = "score") ->
     return front
 
 
-def student_expected(teacher_dir: Path, data: TaskData, cfg: TrainConfig, dcfg: DistillConfig, layer_map: list[int]) -> dict:
-    """What a depth folder's distil.json must hold to be reused (the keys distil_task writes)."""
+def student_expected(teacher_dir: Path, data: TaskData, cfg: TrainConfig, dcfg: DistillConfig, layer_map: list[int],
+                     width: Width | None = None) -> dict:
+    """What a student folder's distil.json must hold to be reused (the keys distil_task writes)."""
     return {"stage": "task-distillation", "teacher": str(teacher_dir), "built_from": str(teacher_dir),
             "layer_map": layer_map, "task": data.name, "data": data.source, "train_examples": len(data.train),
-            "config": cfg.to_dict(), "distillation": dcfg.to_dict()}
+            "config": cfg.to_dict(), "distillation": dcfg.to_dict(), **({"width": width.to_dict()} if width else {})}
+
+
+def width_name(width: Width) -> str:
+    """A width student's folder and point name: width-256x1024, or width-256x1024-h8 with --heads."""
+    return f"width-{width.hidden_size}x{width.intermediate_size}" + (f"-h{width.heads}" if width.heads else "")
 
 
 def checked_export(model_dir: Path, data: TaskData, out: Path | None, tolerance: float) -> dict | None:
@@ -115,22 +128,31 @@ def check_sweep(teacher_dir: str | Path, depths: list[int], precisions, prefix: 
 
 def run_sweep(teacher_dir: str | Path, data: TaskData, depths: list[int], out: Path, cfg: TrainConfig,
               dcfg: DistillConfig, cache_dir: Path, precisions=("fp32", "int8"), seq: int = 128,
-              repeats: int = 10, tolerance: float = 1.0, peak_size: int = 1024) -> dict:
-    """Distil (or reuse) a student per depth, export int8, time everything at once; returns sweep.json."""
+              repeats: int = 10, tolerance: float = 1.0, peak_size: int = 1024, widths: list[Width] = (),
+              trim=None) -> dict:
+    """Distil (or reuse) a student per depth, per width and with `trim` (a VocabTrim), export int8, time
+    everything at once; returns sweep.json."""
     teacher_dir, out = Path(teacher_dir), Path(out)
-    layer_maps = {"teacher": list(range(depth(supported_config(teacher_dir)))),
-                  **check_sweep(teacher_dir, depths, precisions)}
+    config = supported_config(teacher_dir)
+    layer_maps = {"teacher": list(range(depth(config))), **check_sweep(teacher_dir, depths, precisions)}
+    default_map = choose_layer_map(config)
+    students = {f"depth-{d}": {"num_layers": d} for d in depths}  # name: distil_task's keywords
+    students.update({width_name(w): {"width": w} for w in widths})
+    if trim is not None:
+        students["trim-vocab"] = {"trim": trim}
     records, exports = {}, {}
-    for d in depths:
-        name, folder = f"depth-{d}", out / f"depth-{d}"
+    for name, kwargs in students.items():
+        folder = out / name
+        layer_maps.setdefault(name, default_map)
         console.print(f"[bold]{name}[/]: teacher layers {layer_maps[name]} → {folder}")
-        records[name] = reuse_or_run(folder, student_expected(teacher_dir, data, cfg, dcfg, layer_maps[name]),
-                                     lambda f=folder, d=d: distil_task(str(teacher_dir), data, cfg, dcfg, f,
-                                                                       cache_dir, num_layers=d))
+        records[name] = reuse_or_run(folder, student_expected(teacher_dir, data, cfg, dcfg, layer_maps[name],
+                                                              kwargs.get("width")),
+                                     lambda f=folder, k=kwargs: distil_task(str(teacher_dir), data, cfg, dcfg, f,
+                                                                            cache_dir, **k))
         console.print(f"{name}: dev score {records[name]['metrics']['score']:.4f}")
         if "int8" in precisions:
             exports[name] = checked_export(folder, data, None, tolerance)
-    folders = {"teacher": teacher_dir, **{f"depth-{d}": out / f"depth-{d}" for d in depths}}
+    folders = {"teacher": teacher_dir, **{name: out / name for name in students}}
     if "int8" in precisions:
         console.print(f"[bold]teacher[/]: ONNX export → {out / 'teacher-onnx'}")
         exports["teacher"] = checked_export(teacher_dir, data, out / "teacher-onnx", tolerance)
@@ -142,10 +164,12 @@ def run_sweep(teacher_dir: str | Path, data: TaskData, depths: list[int], out: P
     bench = run_bench({m: str(f) for m, f in folders.items()}, seqs=[seq], batch=32, repeats=repeats,
                       backends=[BACKEND[p] for p in precisions], peak_size=peak_size)
     write_json(out / "bench.json", bench)
+    sizes = {model: model_size(folder, export=False, write=folder != teacher_dir) for model, folder in folders.items()}
 
     points = []
     for model in folders:
-        facts = bench["models"][model]
+        facts, size = bench["models"][model], sizes[model]
+        record = records.get(model, {})
         for precision in precisions:
             if precision == "fp32":
                 metrics = records[model]["metrics"] if model in records else teacher_metrics(
@@ -159,9 +183,12 @@ def run_sweep(teacher_dir: str | Path, data: TaskData, depths: list[int], out: P
                 metrics = {k: v for k, v in result.items()
                            if k not in ("score_drop_points", "label_agreement", "max_abs_logit_diff")}
                 path = [folders[model] / ONNX_INT8]
-                extra = {"score_drop_points": result["score_drop_points"], "label_agreement": result["label_agreement"]}
+                extra = {"score_drop_points": result["score_drop_points"], "label_agreement": result["label_agreement"],
+                         "int8_peak_rss_mb": size["int8_peak_rss_mb"]}
             points.append({
-                "model": model, "depth": len(layer_maps[model]), "layers": layer_maps[model], "precision": precision,
+                "model": model, "depth": len(layer_maps[model]), "layers": layer_maps[model],
+                "width": facts["width"],
+                "vocab": (record.get("vocab") or {}).get("kept"), "precision": precision,
                 "backend": BACKEND[precision], "score": metrics["score"], "metrics": metrics,
                 "latency_ms": latency_ms(bench, model, BACKEND[precision], seq),
                 "size_mb": sum(p.stat().st_size for p in path) / 1e6, "files": [str(p) for p in path],
@@ -173,7 +200,9 @@ def run_sweep(teacher_dir: str | Path, data: TaskData, depths: list[int], out: P
         "hardware": bench["hardware"],
         "timed": f"batch-1 latency at {seq} tokens, median of {bench['method']['rounds']} blocks of {repeats} calls, "
                  "each model and precision alone in its blocks (see bench.json)",
-        "config": {"depths": list(depths), "precisions": list(precisions), "seq": seq, "repeats": repeats,
+        "config": {"depths": list(depths), "widths": [w.to_dict() for w in widths],
+                   "trim_vocab": trim.to_dict() if trim is not None else None,
+                   "precisions": list(precisions), "seq": seq, "repeats": repeats,
                    "tolerance_points": tolerance, "data": data.source, "train": cfg.to_dict(),
                    "distillation": dcfg.to_dict()},
     }
@@ -192,15 +221,22 @@ def markdown(sweep: dict) -> str:
     hw, cfg = sweep["hardware"], sweep["config"]
     lines = [
         f"# distil sweep: {sweep['task']}", "",
-        f"Teacher `{sweep['teacher']}`; students of depth {', '.join(map(str, cfg['depths']))} in "
-        f"{' and '.join(cfg['precisions'])}. Score: dev score (fp32: distil.json; int8: the export check). "
-        f"Latency: {sweep['timed']}, on {hw['cpu']} ({hw['cores']} cores). Size: the file the precision runs.", "",
-        "| model | layers | precision | score | latency ms | size MB | parameters |",
-        "|---|---|---|---:|---:|---:|---:|",
+        f"Teacher `{sweep['teacher']}`; students of depth {', '.join(map(str, cfg['depths']))}"
+        + "".join(f", {width_name(Width(**w))}" for w in cfg.get("widths", []))
+        + (", with a trimmed vocabulary" if cfg.get("trim_vocab") else "")
+        + f" in {' and '.join(cfg['precisions'])}. Score: dev score (fp32: distil.json; int8: the export check). "
+        f"Latency: {sweep['timed']}, on {hw['cpu']} ({hw['cores']} cores). Size: the file the precision runs; "
+        "int8 RSS: peak memory of a serving-only process answering one request with the int8 file.", "",
+        "| model | layers | width | vocab | precision | score | latency ms | size MB | parameters (embedding) "
+        "| int8 RSS MB |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for p in sweep["points"]:
-        lines.append(f"| {p['model']} | {p['layers']} | {p['precision']} | {p['score'] * 100:.2f} | "
-                     f"{p['latency_ms']:.2f} | {p['size_mb']:.3g} | {p['parameters']['total'] / 1e6:.3g}M |")
+        params, rss = p["parameters"], p.get("int8_peak_rss_mb")
+        lines.append(f"| {p['model']} | {p['layers']} | {p.get('width', '')} | {p.get('vocab') or 'all'} | "
+                     f"{p['precision']} | {p['score'] * 100:.2f} | {p['latency_ms']:.2f} | {p['size_mb']:.3g} | "
+                     f"{params['total'] / 1e6:.3g}M ({params['embedding'] / 1e6:.3g}M) | "
+                     f"{'' if rss is None else f'{rss:.0f}'} |")
     for cost, unit in (("latency", "latency"), ("size", "size")):
         lines += ["", f"Pareto frontier (score against {unit}), cheapest first:", ""]
         lines += [f"- {p['model']} {p['precision']}: score {p['score'] * 100:.2f}, {p['latency_ms']:.2f} ms, "
@@ -209,8 +245,19 @@ def markdown(sweep: dict) -> str:
     return "\n".join(lines)
 
 
+def _short(point: dict) -> str:
+    """A point's label on the plot: T (teacher), its depth, w256 (a width student), v (trimmed vocabulary)."""
+    model = point["model"]
+    if model == "teacher":
+        return "T"
+    if model.startswith("width-"):
+        return f"w{point['width']}"
+    return "v" if model == "trim-vocab" else str(point["depth"])
+
+
 def plot(sweep: dict, path: Path) -> Path:
-    """Two panels, score against latency and against size (log scale); the frontier as a step line."""
+    """Two panels, score against latency and against size (log scale); the frontier as a step line; marker
+    area grows with the parameters."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,11 +269,12 @@ def plot(sweep: dict, path: Path) -> Path:
                                              ("size", "size_mb", "file size (MB)"))):
         for p in sweep["points"]:
             teacher = p["model"] == "teacher"
+            area = 20 + 6 * p["parameters"]["total"] / 1e6
             ax.scatter(p[key], p["score"] * 100, marker="*" if teacher else markers[p["precision"]],
-                       s=220 if teacher else 50, color=colors[p["precision"]], edgecolors="black" if teacher else "none",
-                       zorder=3, label=f"{'teacher' if teacher else 'students'} {p['precision']}")
-            ax.annotate(f"{'T' if teacher else p['depth']}", (p[key], p["score"] * 100), textcoords="offset points",
-                        xytext=(5, 4), fontsize=8)
+                       s=area * (3 if teacher else 1), color=colors[p["precision"]], alpha=0.8,
+                       edgecolors="black" if teacher else "none", zorder=3,
+                       label=f"{'teacher' if teacher else 'students'} {p['precision']}")
+            ax.annotate(_short(p), (p[key], p["score"] * 100), textcoords="offset points", xytext=(5, 4), fontsize=8)
         front = sweep["frontier"][cost]
         ax.step([p[key] for p in front], [p["score"] * 100 for p in front], where="post", color="#c44", lw=1.2,
                 zorder=2, label="Pareto frontier")
@@ -237,6 +285,7 @@ def plot(sweep: dict, path: Path) -> Path:
         handles, names = ax.get_legend_handles_labels()
         unique = dict(zip(names, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
-    fig.suptitle(f"distil sweep: {sweep['task']}, students by depth (numbers), teacher (T)", fontsize=10)
+    fig.suptitle(f"distil sweep: {sweep['task']}, students by depth (numbers), width (w), trimmed vocabulary (v), "
+                 "teacher (T); marker area: parameters", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)

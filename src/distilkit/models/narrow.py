@@ -1,11 +1,12 @@
-"""Narrow students: a DistilBERT student made thinner (--hidden-size H, --intermediate-size I), initialised by
-copying the teacher's most important dimensions exactly.
+"""Narrow students: a DistilBERT student made thinner (--hidden-size H, --intermediate-size I, optionally fewer
+heads, --heads A), initialised by copying the teacher's most important dimensions exactly.
 
 Three index sets are chosen by weight magnitude (no data needed):
   - residual dims (H of them, shared by every layer): the norm of each embedding column plus the norms of the rows
     that write into it (attention output, FFN output) in every layer;
-  - per layer and head, H / n_heads of the head's query/key/value dims: ||q_j||·||k_j|| + ||v_j||·||out_j||, kept
-    head by head, so heads stay heads (same count, narrower);
+  - per layer, the A heads (default: all) whose H / A best query/key/value dims score highest, and in each of them
+    those dims, scored ||q_j||·||k_j|| + ||v_j||·||out_j||, kept head by head, so heads stay heads (with
+    A = H / teacher head size, whole heads: 256 wide = 8 of 12 heads of 32 dims);
   - per layer, I FFN dims: ||lin1_j||·||lin2_j||.
 Every weight is the teacher student's weight at those rows and columns, unscaled (LayerNorm then normalises over
 the kept dims only, so outputs differ from the wide model's: training recovers them).
@@ -17,9 +18,25 @@ import re
 
 import torch
 
+from dataclasses import dataclass
+
 from ..errors import ConfigError
 
 _LAYER = re.compile(r"^(.*transformer\.layer\.(\d+)\.)(.*)$")
+
+
+@dataclass(frozen=True)
+class Width:
+    """A narrower student's sizes: hidden (residual) size, FFN size, attention heads (None: the teacher's)."""
+
+    hidden_size: int
+    intermediate_size: int
+    heads: int | None = None
+
+    def to_dict(self) -> dict:
+        """As recorded in distil.json (heads only when set, so older records still match)."""
+        return {"hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size,
+                **({"heads": self.heads} if self.heads else {})}
 
 
 def _norm_rows(w: torch.Tensor) -> torch.Tensor:
@@ -30,27 +47,34 @@ def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.sort(torch.topk(scores, k).indices).values
 
 
-def choose_dims(model, hidden_size: int, intermediate_size: int) -> dict:
+def choose_dims(model, hidden_size: int, intermediate_size: int, heads: int | None = None) -> dict:
     """{"hidden": residual dims, "attention": [per layer], "ffn": [per layer]} (sorted teacher indices)."""
     config = model.config
     base = model.base_model
-    heads, width = config.n_heads, config.dim
+    old_heads, width = config.n_heads, config.dim
+    if heads is not None and not 0 < heads <= old_heads:
+        raise ConfigError(f"--heads must be in 1..{old_heads} (the teacher's heads), got {heads}")
+    heads = heads or old_heads
     if hidden_size % heads:
         raise ConfigError(f"--hidden-size {hidden_size} must be a multiple of the {heads} attention heads")
     if not 0 < hidden_size <= width or not 0 < intermediate_size <= config.hidden_dim:
         raise ConfigError(f"--hidden-size must be in 1..{width} and --intermediate-size in 1..{config.hidden_dim}, "
                           f"got {hidden_size} and {intermediate_size}")
+    if hidden_size // heads > width // old_heads:
+        raise ConfigError(f"--hidden-size {hidden_size} over {heads} heads is {hidden_size // heads} dims a head, more "
+                          f"than the teacher's {width // old_heads}: keep more heads (--heads)")
     emb = base.embeddings
     residual = emb.word_embeddings.weight.float().norm(dim=0) + emb.position_embeddings.weight.float().norm(dim=0)
     attention, ffn = [], []
-    per_head, old_head = hidden_size // heads, width // heads
+    per_head, old_head = hidden_size // heads, width // old_heads
     for layer in base.transformer.layer:
         a, f = layer.attention, layer.ffn
         residual = residual + _norm_rows(a.out_lin.weight) + _norm_rows(f.lin2.weight)
         score = (_norm_rows(a.q_lin.weight) * _norm_rows(a.k_lin.weight)
                  + _norm_rows(a.v_lin.weight) * a.out_lin.weight.float().norm(dim=0))
-        attention.append(torch.cat([h * old_head + _top(score[h * old_head:(h + 1) * old_head], per_head)
-                                    for h in range(heads)]))
+        by_head = score.view(old_heads, old_head)
+        kept = _top(by_head.topk(per_head, dim=1).values.sum(1), heads)  # the heads whose best dims score highest
+        attention.append(torch.cat([h * old_head + _top(by_head[h], per_head) for h in kept.tolist()]))
         ffn.append(_top(_norm_rows(f.lin1.weight) * f.lin2.weight.float().norm(dim=0), intermediate_size))
     return {"hidden": _top(residual, hidden_size), "attention": attention, "ffn": ffn}
 
@@ -85,14 +109,15 @@ def _index(name: str, shape: tuple, dims: dict) -> tuple:
     raise ConfigError(f"narrowing does not know the parameter {name} {tuple(shape)}")
 
 
-def narrow_student(model, hidden_size: int, intermediate_size: int) -> tuple[object, dict]:
-    """(a new, narrower model of the same class, the chosen dims as lists) from a DistilBERT `model`."""
+def narrow_student(model, hidden_size: int, intermediate_size: int, heads: int | None = None) -> tuple[object, dict]:
+    """(a new, narrower model of the same class, the chosen dims as lists) from a DistilBERT `model`;
+    `heads` (None: the model's) attention heads are kept."""
     if model.config.model_type != "distilbert":
         raise ConfigError(f"--hidden-size/--intermediate-size narrow DistilBERT students (from BERT teachers); "
                           f"this student is {model.config.model_type}")
-    dims = choose_dims(model, hidden_size, intermediate_size)
+    dims = choose_dims(model, hidden_size, intermediate_size, heads)
     config = model.config.__class__.from_dict({**model.config.to_dict(), "dim": hidden_size,
-                                               "hidden_dim": intermediate_size})
+                                               "hidden_dim": intermediate_size, "n_heads": heads or model.config.n_heads})
     narrow = type(model)(config)
     state = {}
     for name, tensor in model.state_dict().items():

@@ -28,9 +28,12 @@ from ..models.folders import load_tokenizer, supported_config
 from ..models.loading import count_parameters, load_encoder, save_model
 from ..models.pooling import Pooling, read_pooling, write_sentence_transformers_files
 from ..models.student import build_student, choose_layer_map
+from ..models.narrow import Width
 from ..models.vocab import VocabTrim
 from ..train.common import gather_rows, on_main, process_group, shard_rows, stage_output
 from ..train.embedding import EmbedConfig, encode_ids, row_lengths, train_student
+from ..train.task import hidden_projections
+from .task import narrow
 from .vocab import save_vocab_file, trim_student
 
 
@@ -100,12 +103,13 @@ def teacher_embeddings(teacher_dir: str, pooling: Pooling, ids, sentences: str, 
 def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: EmbedConfig,
                       layers: str | list[int] | None = None, num_layers: int | None = None,
                       cache_dir: Path | None = None, overwrite: bool = False, say=print, save_steps: int = 500,
-                      resume: bool = False, trim: VocabTrim | None = None) -> dict:
+                      resume: bool = False, trim: VocabTrim | None = None, width: Width | None = None) -> dict:
     """`distil embed`: student from the teacher, trained on the corpus' sentences to match the teacher's
     embeddings (no labels); cfg.epochs 0 writes the untrained truncated student. Returns distil.json's content.
 
     Training writes a checkpoint every `save_steps` steps; with `resume` it continues from the newest one.
-    With `trim`, the student keeps the vocabulary of the corpus (and trim.corpus) only."""
+    With `trim`, the student keeps the vocabulary of the corpus (and trim.corpus) only; with `width`, the teacher's
+    most important dimensions only (models/narrow.py), its embeddings compared through a learned projection."""
     check_output(out, overwrite)
     choose_layer_map(supported_config(teacher), layers, num_layers)  # a bad family or --layers fails before loading
     start = time.perf_counter()
@@ -113,13 +117,17 @@ def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: Em
     if note:
         say(f"note: {note}")
     student, layer_map = build_embedding_student(teacher, layers, num_layers)
+    teacher_width, narrowed = student.config.hidden_size, None
+    if width is not None:
+        student, narrowed = narrow(student, width)
     tokenizer = teacher_tokenizer = load_tokenizer(teacher)
     vocab = None
     if trim is not None:  # counts the corpus' tokens: its sentences in memory
         student, tokenizer, vocab = trim_student(student, tokenizer, trim, load_sentences(corpus)[0], say=say)
     info = {"stage": "embed", "teacher": teacher, "layer_map": layer_map, "student_type": student.config.model_type,
             "config": {**cfg.to_dict()}, "parameters": count_parameters(student),
-            **({"trim_vocab": trim.to_dict(), "vocab": vocab} if vocab else {})}
+            **({"trim_vocab": trim.to_dict(), "vocab": vocab} if vocab else {}),
+            **({"width": width.to_dict(), "narrow": narrowed} if narrowed else {})}
     with stage_output(out, overwrite, resume and cfg.epochs > 0) as tmp:  # kept by a failure, for --resume
         if cfg.epochs > 0:
             ids, teacher_ids, read = sentence_ids(corpus, tokenizer, teacher_tokenizer, cfg.max_length,
@@ -127,8 +135,11 @@ def distil_embeddings(teacher: str, corpus: list[str | Path], out: Path, cfg: Em
             say(f"{read['sentences']:,} sentences from {', '.join(str(c) for c in corpus)}")
             targets, cache = teacher_embeddings(teacher, pooling, teacher_ids, read["sha256"], cfg.max_length,
                                                 teacher_tokenizer.pad_token_id, cache_dir)
+            projection = (hidden_projections(student.config.hidden_size, teacher_width, 1,
+                                             narrowed["hidden_dims"])[0] if narrowed else None)
             log = train_student(student, ids, targets, tokenizer.pad_token_id, pooling.mode, cfg,
-                                checkpoints=tmp / "checkpoints", save_steps=save_steps, resume=resume)
+                                checkpoints=tmp / "checkpoints", save_steps=save_steps, resume=resume,
+                                projection=projection)
             info.update(corpus={"sources": read["sources"], "sentences": read["sentences"],
                                 "tokens": int(row_lengths(ids).sum())},
                         teacher_embeddings=cache, train={"steps": log.steps, "seconds": log.seconds,

@@ -27,7 +27,7 @@ from ..models.folders import ModelError, has_classifier_head, load_config, load_
 from ..models.loading import count_parameters, load_any, load_classifier, save_model
 from ..models.student import build_student, choose_layer_map
 from ..tags import MULTI_LABEL
-from ..models.narrow import narrow_student
+from ..models.narrow import Width, narrow_student
 from ..models.vocab import VocabTrim
 from ..train.common import TrainConfig, encode, on_main, stage_output
 from ..train.task import DistillConfig, TrainRun, add_teacher_outputs, distill, finetune
@@ -99,10 +99,10 @@ def _trained(tmp: Path, run: TrainRun | None) -> dict:
 
 def make_student(teacher: str, out: Path, layers: str | None = None, num_layers: int | None = None,
                  overwrite: bool = False, trim: VocabTrim | None = None, data: TaskData | None = None,
-                 width: tuple[int, int] | None = None) -> dict:
+                 width: Width | None = None) -> dict:
     """`distil student`: copy chosen teacher layers into a smaller model; returns distil.json.
     With `trim`, the vocabulary of `data`'s training texts and trim.corpus only (models/vocab.py); with `width`
-    (hidden size, intermediate size), the teacher's most important dimensions only (models/narrow.py)."""
+    (hidden size, intermediate size, heads), the teacher's most important dimensions only (models/narrow.py)."""
     config = supported_config(teacher)
     layer_map = choose_layer_map(config, layers, num_layers)
     with stage_output(out, overwrite) as tmp:
@@ -110,14 +110,13 @@ def make_student(teacher: str, out: Path, layers: str | None = None, num_layers:
 
 
 def _make_student(teacher: str, config, layer_map: list[int], tmp: Path, trim: VocabTrim | None, data: TaskData | None,
-                  width: tuple[int, int] | None) -> dict:
+                  width: Width | None) -> dict:
     """`make_student`'s work, written into `tmp` (by the main process only under torchrun)."""
     teacher_model = load_any(teacher)
     student = build_student(teacher_model, layer_map)
     tokenizer, vocab, narrowed = load_tokenizer(teacher), None, None
     if width is not None:
-        student, dims = narrow_student(student, *width)
-        narrowed = {"hidden_size": width[0], "intermediate_size": width[1], "hidden_dims": dims["hidden"]}
+        student, narrowed = narrow(student, width)
     if trim is not None:
         student, tokenizer, vocab = trim_student(student, tokenizer, trim, task_texts(data), dev_texts(data),
                                                  say=console.print)
@@ -130,11 +129,19 @@ def _make_student(teacher: str, config, layer_map: list[int], tmp: Path, trim: V
         "layer_map": layer_map,
         "parameters": params,
         **({"trim_vocab": trim.to_dict(), "vocab": vocab} if vocab else {}),
-        **({"narrow": narrowed} if narrowed else {}),
+        **({"width": width.to_dict(), "narrow": narrowed} if narrowed else {}),
     }
     save_model(student, tokenizer, tmp, info)
     save_vocab_file(tmp, tokenizer, vocab)
     return info
+
+
+def narrow(student, width: Width, copied: list[int] | None = None) -> tuple[object, dict]:
+    """(`student` narrowed to `width`, distil.json's "narrow": the sizes and the teacher dimension each hidden
+    dimension was copied from, through `copied` when the student was narrowed before)."""
+    student, dims = narrow_student(student, width.hidden_size, width.intermediate_size, width.heads)
+    hidden = dims["hidden"] if copied is None else [copied[i] for i in dims["hidden"]]
+    return student, {**width.to_dict(), "hidden_dims": hidden}
 
 
 def finetune_teacher(teacher: str, data: TaskData, cfg: TrainConfig, out: Path, overwrite: bool = False,
@@ -212,8 +219,12 @@ def _neighbour_table(train: datasets.Dataset, tokenizer, teacher, dcfg) -> dict[
 
 def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillConfig, out: Path, cache_dir: Path,
                 student: str | None = None, layers: str | None = None, num_layers: int | None = None,
-                overwrite: bool = False, resume: bool = False, trim: VocabTrim | None = None) -> dict:
+                overwrite: bool = False, resume: bool = False, trim: VocabTrim | None = None,
+                width: Width | None = None) -> dict:
     """`distil task`: train a student on the fine-tuned teacher's cached outputs plus the gold labels.
+
+    With `width`, the student is first narrowed (models/narrow.py); a narrower student's hidden-state loss goes
+    through learned projections (train/task.py).
 
     A student with a trimmed vocabulary (`trim`, or a --student made so) reads the texts through its own
     tokenizer; the teacher's outputs are still computed on the teacher's tokens."""
@@ -241,10 +252,19 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
             origin = {"student_init": str(student)}
         student_tokenizer = tokenizer if student is None else load_tokenizer(student)
         vocab = None if student is None else read_record(student).get("vocab")
+        copied_dims = None if student is None else (read_record(student).get("narrow") or {}).get("hidden_dims")
+        narrowed = None
+        if width is not None:
+            student_model, narrowed = narrow(student_model, width, copied_dims)
+            copied_dims = narrowed["hidden_dims"]
         if trim is not None:
             student_model, student_tokenizer, vocab = trim_student(student_model, student_tokenizer, trim,
                                                                    task_texts(data), dev_texts(data), say=console.print)
         student_model.config.problem_type = teacher_model.config.problem_type
+        widths = student_model.config.hidden_size, teacher_model.config.hidden_size
+        if dcfg.cls_weight > 0 and widths[0] != widths[1]:
+            raise ConfigError(f"--cls-weight compares [CLS] states of one width: the student is {widths[0]} wide, "
+                              f"the teacher {widths[1]}; use --hidden-weight (through a learned projection)")
         inputs = data.train if data.unlabeled is None else datasets.concatenate_datasets([data.train, data.unlabeled])
         transfer = augment(inputs, dcfg.augment, cfg.seed,
                            neighbours=_neighbour_table(inputs, tokenizer, teacher_model, dcfg))
@@ -264,7 +284,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
                   if dcfg.online_teacher else None)  # the teacher runs online, on the student's tokens
         del teacher_model
         run = distill(student_model, pad_tokenizer, student_rows, cfg, dcfg, data.regression, tmp / "checkpoints",
-                      resume, teacher=online, multi_label=data.multi_label)
+                      resume, teacher=online, multi_label=data.multi_label, projection_dims=copied_dims)
 
         def finish() -> dict:  # the main process: evaluate, write
             metrics = evaluate_model(student_model, student_tokenizer, data, cfg.max_length)
@@ -283,6 +303,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
                 "teacher_outputs_seconds": teacher_seconds,
                 "parameters": count_parameters(student_model),
                 **({"vocab": vocab} if vocab else {}),
+                **({"width": width.to_dict(), "narrow": narrowed} if narrowed else {}),
                 "metrics": metrics,
             }
             save_model(student_model, student_tokenizer, tmp, info)
@@ -325,7 +346,7 @@ def train_baseline(student: str, data: TaskData, cfg: TrainConfig, out: Path, ov
 def task_stages(teacher: str, data: TaskData, teacher_cfg: TrainConfig, student_cfg: TrainConfig, dcfg: DistillConfig,
                 folder: Path, cache_dir: Path, layers: str | None = None, num_layers: int | None = None,
                 baseline: bool = True, compare: dict[str, str] | None = None, resume: bool = True,
-                trim: VocabTrim | None = None) -> dict[str, dict]:
+                trim: VocabTrim | None = None, width: Width | None = None) -> dict[str, dict]:
     """Every stage of one task into `folder`: teacher/ (fine-tuned), student_init/ (built from it), student/
     (distilled), baseline/ (gold labels only) and compare-NAME/ (another model fine-tuned like the teacher).
 
@@ -341,9 +362,11 @@ def task_stages(teacher: str, data: TaskData, teacher_cfg: TrainConfig, student_
         lambda: finetune_teacher(teacher, data, teacher_cfg, teacher_dir, resume=resume))}
     layer_map = choose_layer_map(supported_config(teacher_dir), layers, num_layers)
     trimmed = trim.to_dict() if trim else None  # absent (None) in an untrimmed init's record
+    narrowed = width.to_dict() if width else None  # absent in a full-width init's record
     reuse_or_run(init_dir, {"stage": "student", "teacher": str(teacher_dir), "layer_map": layer_map,
-                            "trim_vocab": trimmed},
-                 lambda: make_student(str(teacher_dir), init_dir, layers, num_layers, trim=trim, data=data))
+                            "trim_vocab": trimmed, "width": narrowed},
+                 lambda: make_student(str(teacher_dir), init_dir, layers, num_layers, trim=trim, data=data,
+                                      width=width))
     infos["student"] = reuse_or_run(
         student_dir,
         {"stage": "task-distillation", "teacher": str(teacher_dir), "student_init": str(init_dir), **common,

@@ -122,7 +122,7 @@ def rng_states() -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(folder: Path, step: int, student, optimizer, state: dict,
-                    rng: dict[str, torch.Tensor] | None = None) -> Path:
+                    rng: dict[str, torch.Tensor] | None = None, projection=None) -> Path:
     """Write checkpoint step-`step` into `folder` (hidden folder, then rename) and remove the older ones."""
     from safetensors.torch import save_file, save_model
 
@@ -131,6 +131,8 @@ def save_checkpoint(folder: Path, step: int, student, optimizer, state: dict,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(student, str(tmp / "model.safetensors"))
+    if projection is not None:
+        save_model(projection, str(tmp / "projection.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     save_file(rng or {"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
     (tmp / "state.json").write_text(json.dumps(state))
@@ -141,12 +143,15 @@ def save_checkpoint(folder: Path, step: int, student, optimizer, state: dict,
     return final
 
 
-def load_checkpoint(checkpoint: Path, student, optimizer) -> dict:
-    """Restore the student, the optimizer and this process's torch RNG from `checkpoint`; returns its state.json."""
+def load_checkpoint(checkpoint: Path, student, optimizer, projection=None) -> dict:
+    """Restore the student (and projection), the optimizer and this process's torch RNG from `checkpoint`;
+    returns its state.json."""
     from safetensors.torch import load_file, load_model
 
     rank, _ = process_group()
     load_model(student, str(checkpoint / "model.safetensors"))
+    if projection is not None:
+        load_model(projection, str(checkpoint / "projection.safetensors"))
     optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
     torch.set_rng_state(load_file(str(checkpoint / "rng.safetensors"))[f"torch_cpu_{rank}" if rank else "torch_cpu"])
     return json.loads((checkpoint / "state.json").read_text())
@@ -177,13 +182,15 @@ def length_batches(lengths: list[int], batch_size: int, rng: random.Random, pool
 
 def train_student(student, ids, targets: np.ndarray, pad_id: int, mode: str,
                   cfg: EmbedConfig, progress_label: str = "distilling", checkpoints: Path | None = None,
-                  save_steps: int = 500, resume: bool = False) -> TrainLog:
+                  save_steps: int = 500, resume: bool = False, projection: torch.nn.Linear | None = None) -> TrainLog:
     """Train `student` so its pooled embeddings match `targets` (the teacher's), with AdamW, linear
     warmup and decay, length-grouped batches; returns the loss history. `ids` is what `take` reads, `targets` may
     be memory-mapped.
 
     With `checkpoints`, a checkpoint is written there every `save_steps` steps; with `resume`, training
-    continues from the newest one (see the module docstring)."""
+    continues from the newest one (see the module docstring). `projection` (a narrower student): the student's
+    embedding is mapped to the teacher's width by it for the MSE and cosine terms (the similarity matrices need
+    no map); it trains with the student, is checkpointed beside it and is not part of the student."""
     rank, world = process_group()
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed + rank)  # each process its own dropout stream
@@ -194,18 +201,22 @@ def train_student(student, ids, targets: np.ndarray, pad_id: int, mode: str,
     decay, no_decay = [], []
     for name, p in student.named_parameters():
         (no_decay if p.ndim == 1 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if projection is not None:
+        groups.append({"params": list(projection.parameters()), "weight_decay": cfg.weight_decay})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
     # find_unused_parameters: a pooler, when the family has one, takes no part in the loss
     model = torch.nn.parallel.DistributedDataParallel(student, find_unused_parameters=True) if world > 1 else student
+    mapper = (torch.nn.parallel.DistributedDataParallel(projection)  # its gradients averaged like the student's
+              if world > 1 and projection is not None else projection)
     weights = {"mse": cfg.mse_weight, "cos": cfg.cos_weight, "sim": cfg.sim_weight}
     log, running = TrainLog(), {}
     step, epoch, position, seconds_before = 0, 0, 0, 0.0
     checkpoint = last_embed_checkpoint(checkpoints) if checkpoints is not None and resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, student, optimizer)
+        state = load_checkpoint(checkpoint, student, optimizer, projection)
         schedule.load_state_dict(state["scheduler"])
         _set_rng_state(rng, state["batch_rng"])  # as at the start of the epoch: its batches are drawn again
         step, epoch, position = state["step"], state["epoch"], state["position"]
@@ -227,7 +238,14 @@ def train_student(student, ids, targets: np.ndarray, pad_id: int, mode: str,
                 input_ids, mask = pad_batch(take(ids, batch), pad_id)
                 hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
                 target = torch.from_numpy(np.asarray(targets[batch], dtype=np.float32))
-                terms = losses.embedding_distillation(pool(hidden, mask, mode), target)
+                pooled = pool(hidden, mask, mode)
+                if projection is None:
+                    terms = losses.embedding_distillation(pooled, target)
+                else:
+                    mapped = mapper(pooled)
+                    terms = {"mse": losses.embedding_mse(mapped, target),
+                             "cos": losses.embedding_cosine(mapped, target),
+                             "sim": losses.similarity_mse(pooled, target)}
                 loss = losses.weighted_sum(terms, weights)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -251,7 +269,7 @@ def train_student(student, ids, targets: np.ndarray, pad_id: int, mode: str,
                         save_checkpoint(checkpoints, step, student, optimizer, {
                             "step": step, "epoch": epoch, "position": position, "batch_rng": epoch_rng,
                             "scheduler": schedule.state_dict(), "running": running, "history": log.history,
-                            "seconds": seconds_before + time.perf_counter() - start}, rng_state)
+                            "seconds": seconds_before + time.perf_counter() - start}, rng_state, projection)
             epoch, position = epoch + 1, 0
     student.eval()
     log.steps, log.seconds = total, round(seconds_before + time.perf_counter() - start, 1)

@@ -8,6 +8,8 @@ Distillation loss (Hinton et al. 2015; Sanh et al. 2019):
   optional        + β·(1 − cos) between student and teacher final [CLS] states
   optional        + γ·mean over student layers of MSE(student hidden states, teacher's at the
                     matching depth), every real token (TinyBERT's intermediate-layer loss)
+                    (a narrower student: its states first mapped to the teacher's width by a learned Linear per
+                    compared layer, TinyBERT's W_h; trained with the student, never saved with it)
   optional        + δ·mean over student layers of KL(teacher ‖ student attention distributions) per
                     head and real query token, each student layer against the teacher layer at the
                     matching depth (TinyBERT's attention loss, as MiniLM's KL on probabilities)
@@ -91,6 +93,27 @@ def matching_attention_layers(student_layers: int, teacher_layers: int) -> list[
     return [(m - 1, t - 1) for m, t in matching_layers(student_layers, teacher_layers)[1:]]
 
 
+PROJECTION_FILE = "hidden_projections.pt"  # in each checkpoint, so a resume continues the projections too
+
+
+def hidden_projections(student_width: int, teacher_width: int, count: int,
+                       dims: list[int] | None = None) -> torch.nn.ModuleList:
+    """`count` Linear maps student width → teacher width for the hidden-state loss of a narrower student.
+
+    With `dims` (the teacher dimension each student dimension was copied from, models/narrow.py) each starts as
+    that copy undone (weight[dims[j], j] = 1, bias 0); else at random, as nn.Linear."""
+    layers = torch.nn.ModuleList(torch.nn.Linear(student_width, teacher_width) for _ in range(count))
+    if dims is not None:
+        if len(dims) != student_width:
+            raise ValueError(f"{len(dims)} copied dims for a student {student_width} wide")
+        with torch.no_grad():
+            for layer in layers:
+                layer.weight.zero_()
+                layer.weight[torch.tensor(dims), torch.arange(student_width)] = 1.0
+                layer.bias.zero_()
+    return layers
+
+
 class TaskTrainer(Trainer):
     """`Trainer` of the task stages, resumable exactly (see the module docstring)."""
 
@@ -106,18 +129,20 @@ class DistillationTrainer(TaskTrainer):
     """`Trainer` whose loss distils from teacher outputs stored in the batch."""
 
     def __init__(self, *args, distill: DistillConfig, regression: bool, teacher=None, multi_label: bool = False,
-                 **kwargs):
+                 projection_dims: list[int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.distill = distill
         self.regression = regression
         self.multi_label = multi_label
         self.teacher = teacher
+        self.projections = None  # student width → teacher width, one per compared layer (a narrower student)
         if distill.online_teacher:
             if teacher is None:
                 raise ValueError("hidden_weight or attention_weight > 0 needs the teacher model (run online)")
-            if distill.hidden_weight > 0 and teacher.config.hidden_size != self.model.config.hidden_size:
-                raise ConfigError(f"hidden_weight > 0 needs the teacher's width ({teacher.config.hidden_size}), "
-                                 f"the student has {self.model.config.hidden_size}")
+            widths = self.model.config.hidden_size, teacher.config.hidden_size
+            pairs = matching_layers(self.model.config.num_hidden_layers, teacher.config.num_hidden_layers)
+            if distill.hidden_weight > 0 and widths[0] != widths[1]:
+                self.projections = hidden_projections(*widths, len(pairs), projection_dims).to(self.args.device)
             if distill.attention_weight > 0 and (teacher.config.num_attention_heads
                                                  != self.model.config.num_attention_heads):
                 raise ConfigError(f"attention_weight > 0 compares head by head: the teacher has "
@@ -130,6 +155,26 @@ class DistillationTrainer(TaskTrainer):
         self.student_inputs = model_inputs(self.model)  # the batch also holds the teacher's (token_type_ids)
         self.model_accepts_loss_kwargs = False  # compute_loss averages per micro-batch: scale by accumulation
         self._terms = defaultdict(list)
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, plus the projections (weight decay as the student's weights)."""
+        had = self.optimizer is not None
+        optimizer = super().create_optimizer(model)
+        if self.projections is not None and not had:
+            optimizer.add_param_group({"params": list(self.projections.parameters()),
+                                       "weight_decay": self.args.weight_decay})
+        return optimizer
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        super().save_model(output_dir, _internal_call)
+        if _internal_call and self.projections is not None and self.args.should_save:  # a checkpoint
+            torch.save(self.projections.state_dict(), Path(output_dir or self.args.output_dir) / PROJECTION_FILE)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.projections is not None:
+            self.projections.load_state_dict(torch.load(Path(resume_from_checkpoint) / PROJECTION_FILE,
+                                                        map_location=self.args.device))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_logits = inputs.pop("teacher_logits")
@@ -165,9 +210,14 @@ class DistillationTrainer(TaskTrainer):
             kl = self._attention_kl(self.accelerator.unwrap_model(model), outputs.hidden_states, teacher_states, mask)
             loss = loss + d.attention_weight * kl
             self._terms["loss_attention_kl"].append(kl.item())
-        if use_hidden:
+        if use_hidden and self.projections is not None:
+            mse = torch.stack([losses.projected_hidden_mse(outputs.hidden_states[s], teacher_states[t], p.weight,
+                                                           p.bias, mask)
+                               for (s, t), p in zip(self.layer_pairs, self.projections)]).mean()
+        elif use_hidden:
             mse = torch.stack([losses.hidden_mse(outputs.hidden_states[s], teacher_states[t], mask)
                                for s, t in self.layer_pairs]).mean()
+        if use_hidden:
             loss = loss + d.hidden_weight * mse
             self._terms["loss_hidden_mse"].append(mse.item())
         return (loss, outputs) if return_outputs else loss
@@ -254,11 +304,13 @@ def add_teacher_outputs(teacher, tokenizer, train_ds, with_cls: bool = False, ba
 
 def distill(
     student, tokenizer, train_ds, cfg: TrainConfig, dcfg: DistillConfig, regression: bool, work_dir: Path,
-    resume: bool = False, teacher=None, multi_label: bool = False,
+    resume: bool = False, teacher=None, multi_label: bool = False, projection_dims: list[int] | None = None,
 ) -> TrainRun:
     """Train `student` on a dataset carrying `teacher_logits`, checkpointing into `work_dir`.
 
-    `teacher` is needed only for the intermediate-layer loss (`dcfg.hidden_weight` > 0). `multi_label`: the
+    `teacher` is needed only for the intermediate-layer loss (`dcfg.hidden_weight` > 0); a student narrower
+    than it is compared through learned projections (`hidden_projections`, started from `projection_dims` when
+    given), which are trained and dropped: `student` keeps its own width. `multi_label`: the
     labels are 0/1 rows, one per tag (NaN rows: no gold), and the loss is `losses.multilabel_distillation`."""
     if "teacher_logits" not in train_ds.column_names:
         raise ValueError("train_ds has no teacher_logits column: call add_teacher_outputs first")
@@ -271,5 +323,6 @@ def distill(
         regression=regression,
         teacher=teacher,
         multi_label=multi_label,
+        projection_dims=projection_dims,
     )
     return _run_trainer(trainer, work_dir, resume)
