@@ -19,7 +19,6 @@ from ..metrics import evaluate_task_predictions, predictions, retrieval_metrics,
 from ..models.folders import ModelError, load_config, load_tokenizer, model_labels, supported_config
 from ..models.loading import load_classifier
 from ..tags import MULTI_LABEL
-from ..tags import MULTI_LABEL
 from ..train.common import encode, predict_logits
 
 
