@@ -5,7 +5,8 @@
 Python-level writes (open for writing, mkdir, rename, remove, rmtree) are seen by an audit hook;
 the native writers that bypass it (`torch.save`, safetensors' `save_file`, the Rust tokenizers behind
 `save_pretrained`) are wrapped. Each line: event, path. The .rows file holds every row this process trained on
-(Trainer stages and `distil embed`'s loop): one line per row, its token ids without padding.
+(Trainer stages and `distil embed`'s loop): one line per row, its token ids without padding. The .seed file holds
+the seed of the torch generator (the dropout stream) this process trained with.
 """
 
 import os
@@ -14,6 +15,7 @@ import sys
 root, log_prefix = os.path.abspath(sys.argv[1]), sys.argv[2]
 log = open(f"{log_prefix}{os.environ.get('RANK', '0')}.tsv", "w", encoding="utf-8")  # noqa: SIM115
 rows_log = open(f"{log_prefix}{os.environ.get('RANK', '0')}.rows", "w", encoding="utf-8")  # noqa: SIM115
+seed_log = open(f"{log_prefix}{os.environ.get('RANK', '0')}.seed", "w", encoding="utf-8")  # noqa: SIM115
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
@@ -73,6 +75,9 @@ for cls in (PreTrainedTokenizerBase, TokenizersBackend):
 
 
 def record_rows(input_ids, attention_mask) -> None:
+    seed_log.seek(0)  # the latest seed, padded to one width so no shorter value leaves digits behind
+    seed_log.write(f"{torch.initial_seed():>24}\n")
+    seed_log.flush()
     for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
         rows_log.write(" ".join(str(i) for i, m in zip(ids, mask) if m) + "\n")
     rows_log.flush()

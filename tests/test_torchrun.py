@@ -40,6 +40,11 @@ def rows(tmp_path: Path, name: str, rank: int) -> Counter:
     return Counter((tmp_path / f"{name}-{rank}.rows").read_text().splitlines())
 
 
+def dropout_seeds(tmp_path: Path, name: str) -> list[int]:
+    """The seed of each rank's torch generator while it trained (its dropout stream)."""
+    return [int((tmp_path / f"{name}-{rank}.seed").read_text()) for rank in (0, 1)]
+
+
 def writes(tmp_path: Path, name: str, rank: int) -> list[tuple[str, Path]]:
     lines = (tmp_path / f"{name}-{rank}.tsv").read_text().splitlines()
     return [(event, Path(path)) for event, path in (line.split("\t") for line in lines)]
@@ -77,6 +82,7 @@ def test_finetune_and_task_split_the_data_and_only_rank_0_writes(tiny_teacher, t
     expected = train_rows(tiny_teacher, tiny_glue)
     r0, r1 = rows(tmp_path, "finetune", 0), rows(tmp_path, "finetune", 1)
     assert r0.total() == r1.total() == 48 and r0 + r1 == expected, log[-3000:]  # two halves of one epoch
+    assert dropout_seeds(tmp_path, "finetune") == [42, 43]  # one data order, each process its own dropout stream
     info = json.loads((teacher / "distil.json").read_text())
     assert info["steps"] == 6 and info["world_size"] == 2 and 0.0 <= info["metrics"]["score"] <= 1.0
     assert not (tmp_path / ".teacher.partial").exists()
@@ -129,6 +135,7 @@ def test_embed_splits_the_data_and_only_rank_0_writes(tmp_path):
     r0, r1 = rows(tmp_path, "embed", 0), rows(tmp_path, "embed", 1)
     assert r0.total() == r1.total() == 96 and r0 + r1 == expected + expected, log[-3000:]  # halves of 2 epochs
     assert r0 != r1
+    assert dropout_seeds(tmp_path, "embed") == [42, 43]
     info = json.loads((out / "distil.json").read_text())
     assert info["train"]["steps"] == 6 and info["world_size"] == 2 and info["train"]["history"]
     assert writes(tmp_path, "embed", 1) == []
