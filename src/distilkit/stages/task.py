@@ -161,24 +161,9 @@ def finetune_teacher(teacher: str, data: TaskData, cfg: TrainConfig, out: Path, 
             console.print(f"fine-tuning the teacher on {data.name} ({len(train_ds)} examples)")
             run = finetune(model, tokenizer, train_ds, cfg, tmp / "checkpoints", resume)
 
-        def finish() -> dict:  # the main process: evaluate, write
-            metrics = evaluate_model(model, tokenizer, data, cfg.max_length)
-            info = {
-                "stage": "finetune",
-                "teacher": str(teacher),
-                "task": data.name,
-                "data": data.source,
-                "train_examples": len(train_ds),
-                "config": cfg.to_dict(),
-                "skipped": skip,
-                **_trained(tmp, run),
-                "parameters": count_parameters(model),
-                "metrics": metrics,
-            }
-            save_model(model, tokenizer, tmp, info)
-            return info
-
-        return on_main(finish, share=True)
+        record = {"stage": "finetune", "teacher": str(teacher)}
+        return on_main(lambda: _evaluate_and_save(model, tokenizer, data, cfg, train_ds, tmp, run, record,
+                                                  {"skipped": skip}), share=True)
 
 
 def teacher_outputs_cached(teacher_dir: str, teacher, tokenizer, texts: datasets.Dataset, train_ds, max_length: int,
@@ -324,23 +309,19 @@ def train_baseline(student: str, data: TaskData, cfg: TrainConfig, out: Path, ov
         train_ds = encode(data.train, tokenizer, cfg.max_length)
         run = finetune(model, tokenizer, train_ds, cfg, tmp / "checkpoints", resume)
 
-        def finish() -> dict:  # the main process: evaluate, write
-            metrics = evaluate_model(model, tokenizer, data, cfg.max_length)
-            info = {
-                "stage": "baseline",
-                "student_init": str(student),
-                "task": data.name,
-                "data": data.source,
-                "train_examples": len(train_ds),
-                "config": cfg.to_dict(),
-                **_trained(tmp, run),
-                "parameters": count_parameters(model),
-                "metrics": metrics,
-            }
-            save_model(model, tokenizer, tmp, info)
-            return info
+        record = {"stage": "baseline", "student_init": str(student)}
+        return on_main(lambda: _evaluate_and_save(model, tokenizer, data, cfg, train_ds, tmp, run, record), share=True)
 
-        return on_main(finish, share=True)
+
+def _evaluate_and_save(model, tokenizer, data: TaskData, cfg: TrainConfig, train_ds, tmp: Path, run, record: dict,
+                       extra: dict | None = None) -> dict:
+    """A fine-tuned model's dev metrics and distil.json (`record`'s fields first, `extra` after the config), saved
+    into `tmp` with the model (the main process's part of `finetune_teacher` and `train_baseline`)."""
+    info = {**record, "task": data.name, "data": data.source, "train_examples": len(train_ds),
+            "config": cfg.to_dict(), **(extra or {}), **_trained(tmp, run), "parameters": count_parameters(model),
+            "metrics": evaluate_model(model, tokenizer, data, cfg.max_length)}
+    save_model(model, tokenizer, tmp, info)
+    return info
 
 
 def task_stages(teacher: str, data: TaskData, teacher_cfg: TrainConfig, student_cfg: TrainConfig, dcfg: DistillConfig,
