@@ -9,6 +9,10 @@ requests), stops the server (SIGTERM: graceful), then times the same backend off
 --max-batch, tokenising included, as the server does) on the same texts and prints served / offline throughput.
 Client and server share the machine's cores: the served figure is a floor, not a ceiling.
 
+Then, on the idle server, --single-requests requests of one short text, one at a time (each answered before the
+next is sent), against the same backend's own batch-1 latency on that text offline (the model forward alone, median
+of as many calls): the single-request p50 should be at most 2 x that plus 1 ms.
+
     python benchmarks/load_serve.py runs/sst2/student --requests 2000 --concurrency 32 --out runs/sst2/load_serve.json
 """
 
@@ -139,6 +143,37 @@ async def load(url: str, texts: list[str], n: int, concurrency: int, per_request
             "count_5xx": sum(v for k, v in statuses.items() if k >= 500), "transport_errors": failures}
 
 
+async def single_requests(url: str, text: str, n: int) -> list[float]:
+    """Seconds of each of n requests of one text, sent one at a time on one keep-alive connection."""
+    host, port = url.removeprefix("http://").split(":")
+    conn, body, seconds = Connection(host, int(port)), json.dumps({"texts": [text]}).encode(), []
+    for _ in range(n):
+        start = time.perf_counter()
+        status, payload = await conn.post("/v1/classify", body)
+        if status != 200:
+            raise SystemExit(f"single request answered {status}: {payload[:200]!r}")
+        seconds.append(time.perf_counter() - start)
+    conn.close()
+    return seconds
+
+
+def model_batch1_ms(model, text: str, n: int) -> dict:
+    """Median ms of the backend's forward alone on one encoded text (batch 1), and with tokenising."""
+    inputs = model.encode([text])
+    for _ in range(10):
+        model.forward(inputs)
+    forward = [time_call(lambda: model.forward(inputs)) for _ in range(n)]
+    whole = [time_call(lambda: model([text])) for _ in range(n)]
+    return {"tokens": int(inputs["input_ids"].shape[1]), "forward_ms": float(np.median(forward)) * 1e3,
+            "tokenise_and_forward_ms": float(np.median(whole)) * 1e3}
+
+
+def time_call(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 SUMMARIES = {"queue_wait_ms": ("distil_request_queue_wait_seconds", 1e3), "batch_size": ("distil_request_batch_size", 1),
              "model_ms": ("distil_request_model_seconds", 1e3), "latency_ms": ("distil_request_seconds", 1e3)}
 
@@ -155,11 +190,10 @@ def server_metrics(url: str) -> dict:
             "inference_seconds": values.get("distil_inference_seconds_total"), "per_request": per_request}
 
 
-def offline_throughput(model_dir: str, backend: str, texts: list[str], batch: int, total: int) -> dict:
+def offline_throughput(model, texts: list[str], batch: int, total: int) -> dict:
     """texts/s of the same backend in-process on `total` texts in batches of `batch` (tokenising included)."""
-    from distilkit.deploy.backends import load_backend, predict_all
+    from distilkit.deploy.backends import predict_all
 
-    model = load_backend(model_dir, backend)
     sample = [texts[i % len(texts)] for i in range(total)]
     predict_all(model, sample[:batch], batch_size=batch)  # warm-up
     start = time.perf_counter()
@@ -186,11 +220,14 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--texts-per-request", type=int, default=1)
     p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--max-wait-ms", type=float, default=0.0)
     p.add_argument("--sub-batch", type=int, default=8)
     p.add_argument("--metrics-window", type=int, help="Requests the server's p50/p99 cover (default --requests: "
                                                      "exactly the measured run, as the warm-up comes before it).")
     p.add_argument("--texts", help="File of texts to send, one per line (default: SST-2 dev).")
+    p.add_argument("--single-requests", type=int, default=200, help="One-text requests sent one at a time on the "
+                                                                     "idle server after the load (0: skip).")
+    p.add_argument("--single-text", default="a gripping, funny film", help="The text of those requests.")
     p.add_argument("--out", default="load_serve.json")
     p.add_argument("--log", help="Write the server's output to this file.")
     args = p.parse_args()
@@ -211,6 +248,13 @@ def main() -> None:
         served["server_mean_batch_size"] = served["texts_per_s"] * served["seconds"] / batches if batches else None
         served["server_per_request"] = after["per_request"]  # p50/p99 over the server's last --metrics-window requests
         served["errors"] = sum(v for k, v in served["status_counts"].items() if k != "200") + served["transport_errors"]
+        single = None
+        if args.single_requests:
+            time.sleep(0.5)  # the load's last batches are done: the server is idle
+            run_async(single_requests(url, args.single_text, 20))  # warm-up: this text's input shape
+            ms = np.array(run_async(single_requests(url, args.single_text, args.single_requests))) * 1e3
+            single = {"requests": args.single_requests, "text": args.single_text, "p50_ms": float(np.median(ms)),
+                      "p99_ms": float(np.percentile(ms, 99))}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -218,13 +262,19 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             code = "killed"
-    offline = offline_throughput(args.model_dir, health["backend"], texts, args.max_batch,
-                                 args.requests * args.texts_per_request)
+    from distilkit.deploy.backends import load_backend
+
+    model = load_backend(args.model_dir, health["backend"])
+    offline = offline_throughput(model, texts, args.max_batch, args.requests * args.texts_per_request)
+    if single:
+        single["model_batch1"] = model_batch1_ms(model, args.single_text, args.single_requests)
+        single["bound_ms"] = 2 * single["model_batch1"]["forward_ms"] + 1
+        single["within_bound"] = single["p50_ms"] <= single["bound_ms"]
     report = {"model": args.model_dir, "backend": health["backend"], "cores": os.cpu_count(),
               "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "sub_batch": args.sub_batch,
                          "metrics_window": args.metrics_window, "exit_code": code,
                          "graceful_exit": code in (0, -signal.SIGTERM)},
-              "served": served, "offline": offline,
+              "served": served, "offline": offline, "single_request": single,
               "served_over_offline_texts_per_s": served["texts_per_s"] / offline["texts_per_s"],
               "note": "client, server and offline run share the same cores; latency includes the HTTP round trip"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +289,12 @@ def main() -> None:
         f"{key.replace('_', ' ')} {v['p50']:.1f} / {v['p99']:.1f}" for key, v in server.items()))
     print(f"offline {offline['texts_per_s']:.0f} texts/s; served/offline throughput "
           f"{report['served_over_offline_texts_per_s']:.2f}; server exit {code} → {args.out}")
+    if single:
+        b1 = single["model_batch1"]
+        print(f"single request on the idle server ({b1['tokens']} tokens): p50 {single['p50_ms']:.2f} ms, p99 "
+              f"{single['p99_ms']:.2f} ms; the model's own batch-1 forward {b1['forward_ms']:.2f} ms (with tokenising "
+              f"{b1['tokenise_and_forward_ms']:.2f} ms); bound 2 x forward + 1 ms = {single['bound_ms']:.2f} ms: "
+              f"{'within' if single['within_bound'] else 'NOT within'}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ pytest.importorskip("nncf", reason="nncf is not installed: `pip install 'distilk
 
 from distilkit.cli import app  # noqa: E402
 from distilkit.data.task import load_task_data  # noqa: E402
-from distilkit.deploy.backends import (BackendError, auto_backend, available_backends, load_backend,  # noqa: E402
+from distilkit.deploy.backends import (BackendError, auto_backend, available_backends, load_backend, pad_tokens,  # noqa: E402
                                        predict_all, results)
 from distilkit.deploy.export import ExportCheckError, export_onnx  # noqa: E402
 from distilkit.deploy.serve import create_app  # noqa: E402
@@ -96,16 +96,18 @@ def test_openvino_int8_agrees_on_most_labels(ov_classifier, dev_texts):
     assert (ref == int8).mean() >= 0.85
 
 
-def test_openvino_bf16_is_offered_only_on_a_cpu_with_bf16(ov_classifier, dev_texts):
+@pytest.mark.parametrize("hint", ["openvino-bf16", "openvino-int8-bf16"])
+def test_bf16_hint_backends_are_offered_and_checked_only_on_a_cpu_with_bf16(ov_classifier, dev_texts, hint):
     folder, info, _ = ov_classifier
-    assert ("openvino-bf16" in available_backends(folder)) == cpu_bf16()
-    assert ("openvino-bf16" in info["check"]["results"]) == cpu_bf16()
+    assert (hint in available_backends(folder)) == cpu_bf16()
+    assert (hint in info["check"]["results"]) == cpu_bf16()
     if not cpu_bf16():
-        pytest.skip("this CPU has no AVX-512 BF16 or AMX: openvino-bf16 is not offered")
-    bf16 = load_backend(folder, "openvino-bf16")
-    assert bf16.name == "openvino-bf16"
+        pytest.skip(f"this CPU has no AVX-512 BF16 or AMX: {hint} is not offered")
+    assert info["check"][hint.replace("-", "_")] == "passed: auto may pick it"
+    backend = load_backend(folder, hint)
+    assert backend.name == hint and backend.bf16
     ref = predict_all(load_backend(folder, "torch"), dev_texts)
-    assert (predict_all(bf16, dev_texts).argmax(-1) == ref.argmax(-1)).mean() >= 0.85
+    assert (predict_all(backend, dev_texts).argmax(-1) == ref.argmax(-1)).mean() >= 0.85
 
 
 def test_auto_loads_the_backend_export_json_names(ov_classifier, tmp_path, monkeypatch):
@@ -214,3 +216,42 @@ def test_openvino_export_without_openvino_installed_says_what_to_install(tmp_pat
     with pytest.raises(BackendError, match=r"pip install 'distilkit\[openvino\]'"):
         export_onnx(folder, openvino=True)
     assert not (folder / "model.onnx").exists()  # refused before any work
+
+
+def test_pad_tokens_rounds_the_token_axis_up_within_max_length():
+    enc = {"input_ids": np.array([[101, 7, 102], [101, 102, 0]]), "attention_mask": np.array([[1, 1, 1], [1, 1, 0]])}
+    padded = pad_tokens(enc, 16, 128, pad_id=0)
+    assert padded["input_ids"].shape == (2, 16) and padded["attention_mask"][:, 3:].sum() == 0
+    np.testing.assert_array_equal(padded["input_ids"][:, :3], enc["input_ids"])
+    assert pad_tokens(enc, 16, 10, pad_id=0)["input_ids"].shape == (2, 10)  # never beyond max_length
+    left = pad_tokens(enc, 4, 128, pad_id=5, left=True)
+    np.testing.assert_array_equal(left["input_ids"][:, 0], [5, 5])
+    np.testing.assert_array_equal(left["attention_mask"][:, 0], [0, 0])
+    full = {k: np.zeros((1, 16), dtype=np.int64) for k in enc}
+    assert pad_tokens(full, 16, 128, pad_id=0) is full
+
+
+@pytest.mark.parametrize("name", ["openvino", "openvino-int8"])
+def test_openvino_pads_to_length_buckets_without_changing_outputs(ov_classifier, dev_texts, name):
+    folder, _, _ = ov_classifier
+    bucketed = load_backend(folder, name)
+    assert bucketed.length_multiple == 16
+    assert bucketed.encode(["a good film"])["input_ids"].shape[1] % 16 == 0
+    exact = load_backend(folder, name)
+    exact.length_multiple = None  # padded to the longest text only
+    np.testing.assert_allclose(predict_all(bucketed, dev_texts), predict_all(exact, dev_texts), atol=1e-4)
+
+
+def test_serve_warms_up_every_openvino_shape_it_will_run(ov_classifier):
+    folder, _, _ = ov_classifier
+    backend = load_backend(folder, "openvino-int8", max_length=40)
+    seen = []
+    forward = backend.forward
+    backend.forward = lambda inputs: seen.append(inputs["input_ids"].shape) or forward(inputs)
+    with TestClient(create_app(folder, backend, sub_batch=3, max_batch=8)) as client:
+        assert client.get("/health").json()["warm_up"]["shapes"] == 3 * 3  # lengths 16, 32, 40 x batch 1..3
+        warmed = set(seen)
+        assert warmed == {(b, n) for b in (1, 2, 3) for n in (16, 32, 40)}
+        texts = ["word " * k for k in range(1, 40, 3)]
+        assert client.post("/v1/classify", json={"texts": texts}).status_code == 200
+    assert set(seen[len(warmed):]) <= warmed  # every call of the request ran a warmed shape

@@ -11,8 +11,10 @@ Embedding models (a sentence-transformers folder, see models/pooling.py) give se
 
 OpenVINO (optional, `pip install 'distilkit[openvino]'`, imported only when an OpenVINO backend loads) runs the
 IR files `distil export --openvino` writes: `openvino` (fp32 IR, fp32 compute even on CPUs where OpenVINO would
-default to bf16), `openvino-bf16` (the same IR with the bf16 inference precision hint; listed only on CPUs with
-AVX-512 BF16 or AMX) and `openvino-int8` (the NNCF-quantised IR).
+default to bf16), `openvino-int8` (the NNCF-quantised IR: int8 matmuls, the other operations in fp32), and two
+"hint" backends listed only on CPUs with AVX-512 BF16 or AMX: `openvino-bf16` (the fp32 IR with the bf16 inference
+precision hint) and `openvino-int8-bf16` (the int8 IR with the bf16 hint: what was not quantised, LayerNorm, softmax,
+the embeddings' sums, runs in bf16). A hint backend is checked at export like a file of its own.
 
 `auto` takes the backend export.json names as the fastest of the files it checked (timed at export), when the
 folder has it and this install can run it; else ONNX int8 > ONNX fp32 > torch.
@@ -40,9 +42,11 @@ ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 OV_FP32 = "model.ov.xml"  # OpenVINO IR: the .xml graph beside its .bin weights
 OV_INT8 = "model.int8.ov.xml"
-BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8",
+            "openvino-int8-bf16")
 FILES = {"onnx": ONNX_FP32, "onnx-int8": ONNX_INT8, "openvino": OV_FP32, "openvino-bf16": OV_FP32,
-         "openvino-int8": OV_INT8}  # the file each exported backend runs
+         "openvino-int8": OV_INT8, "openvino-int8-bf16": OV_INT8}  # the file each exported backend runs
+BF16_HINTS = {"openvino-bf16": "openvino", "openvino-int8-bf16": "openvino-int8"}  # hint backend: its file's backend
 EXPORTED_FILES = (ONNX_FP32, ONNX_INT8, OV_FP32, "model.ov.bin", OV_INT8, "model.int8.ov.bin")  # all an export writes
 FALLBACK = ("onnx-int8", "onnx", "torch")  # `auto` without a recorded fastest backend
 
@@ -56,10 +60,23 @@ def embedding_pooling(model_dir: str | Path) -> Pooling | None:
     return read_pooling(model_dir)[0] if is_embedding_model(model_dir) else None
 
 
+def pad_tokens(enc: dict[str, np.ndarray], multiple: int, max_length: int, pad_id: int,
+               left: bool = False) -> dict[str, np.ndarray]:
+    """Pad the token axis up to a multiple of `multiple` tokens (never beyond max_length): pad ids, attention
+    mask 0, token types 0, so the model's outputs on the real tokens do not change."""
+    length = enc["input_ids"].shape[1]
+    target = max(length, min(-(-length // multiple) * multiple, max_length))
+    if target == length:
+        return enc
+    width = ((0, 0), (target - length, 0) if left else (0, target - length))
+    return {k: np.pad(v, width, constant_values=pad_id if k == "input_ids" else 0) for k, v in enc.items()}
+
+
 class Backend:
     """Tokenizer + label names of a model folder; subclasses implement `forward`."""
 
     name = "base"
+    length_multiple: int | None = None  # pad the token axis to a multiple of this (bounds the input shapes)
 
     def __init__(self, model_dir: str | Path, max_length: int | None = None):
         self.model_dir = Path(model_dir)
@@ -82,13 +99,31 @@ class Backend:
         return self.config.hidden_size if self.embedding else self.config.num_labels
 
     def encode(self, texts: list[str], text_pairs: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Token ids (padded to the longest, truncated to max_length) as int64 numpy arrays."""
+        """Token ids (padded to the longest, or further to a multiple of `length_multiple` tokens within
+        max_length; truncated to max_length) as int64 numpy arrays."""
         enc = self.tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None, padding=True,
                              truncation=True, max_length=self.max_length, return_tensors="np")
-        return {k: v.astype(np.int64) for k, v in enc.items()}
+        enc = {k: v.astype(np.int64) for k, v in enc.items()}
+        if self.length_multiple:
+            enc = pad_tokens(enc, self.length_multiple, self.max_length, self.tokenizer.pad_token_id or 0,
+                             left=self.tokenizer.padding_side == "left")
+        return enc
 
     def forward(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
+
+    def warm_up(self, max_batch: int) -> int:
+        """Run every input shape calls of up to `max_batch` texts can have (with `length_multiple` set: batch 1 to
+        max_batch times each length bucket up to max_length), so no request pays a shape's first call; returns
+        the number of shapes run (0 when shapes are not bounded)."""
+        if not self.length_multiple:
+            return 0
+        lengths = range(self.length_multiple, self.max_length + self.length_multiple, self.length_multiple)
+        shapes = [(b, min(n, self.max_length)) for n in lengths for b in range(1, max_batch + 1)]
+        for batch, length in shapes:
+            ids = np.full((batch, length), self.tokenizer.pad_token_id or 0, dtype=np.int64)
+            self.forward({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+        return len(shapes)
 
     def __call__(self, texts: list[str], text_pairs: list[str] | None = None) -> np.ndarray:
         return self.forward(self.encode(texts, text_pairs))
@@ -158,7 +193,13 @@ class OrtBackend(Backend):
 class OpenVinoBackend(Backend):
     """An OpenVINO IR on the CPU (latency hint, one thread per core). `bf16` sets the bf16 inference precision
     hint; otherwise the hint is f32, because on CPUs with AVX-512 BF16 or AMX OpenVINO's default is bf16, which is
-    not what the fp32 file was checked as."""
+    not what the fp32 file was checked as.
+
+    Token ids are padded to a multiple of 16 tokens: OpenVINO prepares its kernels for each new input shape, which
+    cost 6-17 ms on the first call of a shape against 1-3 ms after (int8 SST-2 student, batch 1-8, docs/experiments.md),
+    so serving texts of every length one shape each paid that again and again."""
+
+    length_multiple = 16
 
     def __init__(self, model_dir, max_length=None, file: str | Path = OV_FP32, bf16: bool = False,
                  threads: int | None = None):
@@ -174,7 +215,7 @@ class OpenVinoBackend(Backend):
         self.request = self.compiled.create_infer_request()
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         self.bf16 = bf16
-        self.name = "openvino-int8" if path.name == OV_INT8 else "openvino-bf16" if bf16 else "openvino"
+        self.name = ("openvino-int8" if path.name == OV_INT8 else "openvino") + ("-bf16" if bf16 else "")
 
     def forward(self, inputs):
         ids = inputs["input_ids"]
@@ -202,14 +243,14 @@ def import_openvino():
 
 def available_backends(model_dir: str | Path) -> list[str]:
     """Backends the folder can run: torch ones when it has safetensors weights, an exported backend when its
-    file is there (OpenVINO ones only when openvino is installed; openvino-bf16 only on a CPU with bf16)."""
+    file is there (OpenVINO ones only when openvino is installed; the bf16 hint ones only on a CPU with bf16)."""
     model_dir = Path(model_dir)
     names = ["torch", "torch-bf16"] if any(model_dir.glob("*.safetensors")) else []
     ov = openvino_installed()
     for name, file in FILES.items():
         if not (model_dir / file).exists() or (name.startswith("openvino") and not ov):
             continue
-        if name == "openvino-bf16" and not cpu_bf16():
+        if name in BF16_HINTS and not cpu_bf16():
             continue
         names.append(name)
     return names
@@ -238,15 +279,14 @@ def auto_backend(model_dir: str | Path) -> str:
 
 
 def load_backend(model_dir: str | Path, name: str = "auto", max_length: int | None = None) -> Backend:
-    """A backend by name: torch | torch-bf16 | onnx | onnx-int8 | openvino | openvino-bf16 | openvino-int8 |
-    auto (see auto_backend)."""
+    """A backend by name: one of BACKENDS, or auto (see auto_backend)."""
     check_backend(name)
     if name == "auto":
         name = auto_backend(model_dir)
     if name in ("torch", "torch-bf16"):
         return TorchBackend(model_dir, max_length, bf16=name == "torch-bf16")
     if name.startswith("openvino"):
-        return OpenVinoBackend(model_dir, max_length, FILES[name], bf16=name == "openvino-bf16")
+        return OpenVinoBackend(model_dir, max_length, FILES[name], bf16=name in BF16_HINTS)
     return OrtBackend(model_dir, max_length, FILES[name])
 
 

@@ -23,7 +23,7 @@ Embedding models (sentence-transformers folders) export their last hidden state 
 normalisation run after the session, see backends.py) and are checked by the mean cosine of each
 file's sentence embeddings to the torch fp32 ones (default: STS-B dev sentences, at least 0.99).
 
-After a passing check the published files (and openvino-bf16 on CPUs with bf16, when its check passed too) are
+After a passing check the published files (and, on CPUs with bf16, the bf16 hint backends whose check passed) are
 timed briefly on dev texts (median of a few batch-1 and batch-8 calls each); export.json's `timing.fastest` is
 the one with the least time per text, averaged over the two, and `--backend auto` loads it. The timing is short and
 shares the machine with whatever else runs: `distil bench` measures properly.
@@ -50,7 +50,7 @@ from ..models.folders import ModelError, check_model_dir, is_pair_model, load_to
 from ..models.loading import model_inputs
 from ..models.pooling import is_embedding_model
 from ..tags import MULTI_LABEL
-from .backends import (EXPORTED_FILES, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, BackendError, OpenVinoBackend,
+from .backends import (BF16_HINTS, EXPORTED_FILES, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, BackendError, OpenVinoBackend,
                        OrtBackend, TorchBackend, import_openvino, predict_all)
 from .bench import time_blocks
 
@@ -231,7 +231,7 @@ def time_backends(backends: dict, texts: list[str], pairs: list[str] | None = No
 def open_candidate(name: str, folder: Path, max_length: int, path: Path):
     """The backend that runs exported file `path` as backend `name` (folder: its config and tokenizer)."""
     if name.startswith("openvino"):
-        return OpenVinoBackend(folder, max_length, path, bf16=name == "openvino-bf16")
+        return OpenVinoBackend(folder, max_length, path, bf16=name in BF16_HINTS)
     return OrtBackend(folder, max_length, path)
 
 
@@ -358,8 +358,9 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
         if data is not None:
             max_len = reference.max_length
             candidates = {name: open_candidate(name, out, max_len, path) for name, path in files.items()}
-            if "openvino" in files and cpu_bf16():  # the fp32 IR under the bf16 hint: checked, not a file of its own
-                candidates["openvino-bf16"] = open_candidate("openvino-bf16", out, max_len, files["openvino"])
+            for hint, base in BF16_HINTS.items():  # an IR under the bf16 hint: checked, not a file of its own
+                if base in files and cpu_bf16():
+                    candidates[hint] = open_candidate(hint, out, max_len, files[base])
         if data is not None and embedding:
             check = check_embedding_backends(reference, candidates, list(data))
             bad = [n for n in candidates if check[n]["mean_cosine"] < min_cosine]
@@ -374,9 +375,9 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
         if data is not None:
             failed = [n for n in files if n in bad]
             passed_hints = [n for n in candidates if n not in files and n not in bad]
-            if "openvino-bf16" in candidates:
-                info["check"]["openvino_bf16"] = ("passed: auto may pick it" if "openvino-bf16" in passed_hints
-                                                  else "failed: auto never picks it")
+            for hint in BF16_HINTS.keys() & candidates.keys():
+                info["check"][hint.replace("-", "_")] = ("passed: auto may pick it" if hint in passed_hints
+                                                         else "failed: auto never picks it")
             if not failed:  # time what is published, so `auto` can load the fastest
                 texts, pairs = timing_texts(data)
                 info["timing"] = time_backends({n: candidates[n] for n in [*files, *passed_hints]}, texts, pairs)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
 from ..errors import ConfigError
@@ -72,7 +72,7 @@ class EmbedResponse(BaseModel):
 @dataclass(kw_only=True)  # configs are built by keyword
 class Limits:
     max_batch: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0  # 0: a batch is every text that queued while the model was busy
     sub_batch: int = 8  # texts per model call inside a batch, sorted by length (less padding)
     max_texts: int = 64
     max_chars: int = 2000
@@ -358,6 +358,9 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
         raise ConfigError(f"--metrics-window {metrics_window}: expected a number >= 1")
     model = backend if isinstance(backend, Backend) else load_backend(model_dir, backend, max_length)
     threshold = check_threshold(threshold, model.multi_label)
+    start = time.perf_counter()
+    warmed = model.warm_up(min(limits.sub_batch, limits.max_batch))  # OpenVINO: each shape's first call is slow
+    warm_up = {"shapes": warmed, "seconds": round(time.perf_counter() - start, 2)}
     metrics = Metrics(metrics_window)
     is_pair = False if model.embedding else is_pair_model(model_dir)
     kind = "embedding" if model.embedding else "classifier"
@@ -391,7 +394,7 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
         """Label each text (with its text_pair for pair models): label, its probability, all probabilities;
         a multi-label model: every label over the threshold, all probabilities."""
         rows = await handle(request, ClassifyRequest, want_embedding=False)
-        return {"results": rows}
+        return JSONResponse({"results": rows})  # built by us: FastAPI would validate it against the schema again
 
     embed_schema = {"required": True, "content": {"application/json": {"schema": EmbedRequest.model_json_schema()}}}
 
@@ -400,7 +403,8 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
     async def embed(request: Request):
         """The sentence embedding of each text (normalised when the model's modules say so)."""
         rows = await handle(request, EmbedRequest, want_embedding=True)
-        return {"embeddings": rows, "dimension": model.output_dim, "normalized": bool(model.pooling.normalize)}
+        return JSONResponse({"embeddings": rows, "dimension": model.output_dim,
+                             "normalized": bool(model.pooling.normalize)})
 
     async def handle(request: Request, schema, want_embedding: bool) -> list:
         """Count, read, check, queue; the same limits and batching for both endpoints."""
@@ -432,7 +436,7 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
             raise HTTPException(503, "shutting down")
         return {"status": "ok", "model": str(model_dir), "kind": kind, "backend": model.name,
                 "labels": None if model.embedding else list(model.id2label.values()),
-                "dimension": model.output_dim if model.embedding else None, "is_pair": is_pair, "max_length": model.max_length, "limits": vars(limits),
+                "dimension": model.output_dim if model.embedding else None, "is_pair": is_pair, "max_length": model.max_length, "limits": vars(limits), "warm_up": warm_up,
                 **({"multi_label": True, "threshold": threshold} if model.multi_label else {})}
 
     @app.get("/metrics", response_class=PlainTextResponse)
