@@ -96,7 +96,7 @@ def test_openvino_int8_agrees_on_most_labels(ov_classifier, dev_texts):
     assert (ref == int8).mean() >= 0.85
 
 
-@pytest.mark.parametrize("hint", ["openvino-bf16", "openvino-int8-bf16"])
+@pytest.mark.parametrize("hint", ["openvino-bf16"])
 def test_bf16_hint_backends_are_offered_and_checked_only_on_a_cpu_with_bf16(ov_classifier, dev_texts, hint):
     folder, info, _ = ov_classifier
     assert (hint in available_backends(folder)) == cpu_bf16()

@@ -50,7 +50,7 @@ LoggingStepsOpt = typer.Option(50, "--logging-steps", help="Log the loss every N
 BackendOpt = typer.Option("auto", "--backend", "-b",
                           help="auto (the fastest checked file, as export.json records; else ONNX int8 > ONNX fp32 > "
                                "torch) | torch | torch-bf16 | onnx | onnx-int8 | openvino | openvino-bf16 | "
-                               "openvino-int8 | openvino-int8-bf16.")
+                               "openvino-int8.")
 TrimVocabOpt = typer.Option(False, "--trim-vocab", help="Keep only the special tokens and the tokens (and single "
                              "characters) of the training texts in the student's vocabulary (WordPiece tokenizers).")
 VocabSizeOpt = typer.Option(None, "--vocab-size", help="With --trim-vocab: keep at most N tokens, specials and "

@@ -25,10 +25,9 @@ from ..models.pooling import is_embedding_model
 from .backends import EXPORTED_FILES, available_backends, load_backend
 
 PRECISION = {"torch": "fp32", "torch-bf16": "bf16", "onnx": "fp32", "onnx-int8": "int8", "openvino": "fp32",
-             "openvino-bf16": "bf16", "openvino-int8": "int8", "openvino-int8-bf16": "int8"}
+             "openvino-bf16": "bf16", "openvino-int8": "int8"}
 LABELS = {"torch": "torch fp32", "torch-bf16": "torch bf16 autocast", "onnx": "ORT fp32", "onnx-int8": "ORT int8",
-          "openvino": "OpenVINO fp32", "openvino-bf16": "OpenVINO bf16 hint", "openvino-int8": "OpenVINO int8 (NNCF)",
-          "openvino-int8-bf16": "OpenVINO int8 + bf16 hint"}
+          "openvino": "OpenVINO fp32", "openvino-bf16": "OpenVINO bf16 hint", "openvino-int8": "OpenVINO int8 (NNCF)"}
 
 
 def synthetic_inputs(tokenizer, config, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -259,8 +258,8 @@ def markdown(bench: dict) -> str:
     gflops = ", ".join(f"{k} {v:.0f}" for k, v in peak["gflops"].items() if v)
     lines += ["", f"Matmul peak (best of {peak['repeats']} square {peak['size']}x{peak['size']} matmuls, GFLOP/s): "
               f"{gflops}. The floor of a figure is its FLOPs (analytic: matmuls only) at the best peak of the precision "
-              "its backend computes in (torch, onnx and openvino: fp32; torch-bf16 and openvino-bf16: bf16; onnx-int8, "
-              "openvino-int8 and openvino-int8-bf16: int8, although their attention matmuls stay fp32 (ORT) or partly so (OpenVINO)); the "
+              "its backend computes in (torch, onnx and openvino: fp32; torch-bf16 and openvino-bf16: bf16; onnx-int8 and "
+              "openvino-int8: int8, although their attention matmuls stay fp32 (ORT) or partly so (OpenVINO)); the "
               "peaks are measured in torch and ORT only.", ""]
     return "\n".join(lines)
 
