@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from distilkit.deploy.backends import load_backend, predict_all
 from distilkit.cli import app
 from distilkit.data.task import load_task_data
+from distilkit.deploy.bench import time_blocks
 from distilkit.deploy.export import ExportCheckError, export_onnx
 
 from .deploy_fixtures import dev_texts, make_classifier, tiny_student  # noqa: F401
@@ -170,7 +171,9 @@ def test_bench_times_each_backend_alone_in_blocks(tiny_student, tmp_path):  # no
         assert r["median_ms"] == pytest.approx(float(np.median(r["block_medians_ms"])))
         assert r["spread_pct"] == pytest.approx(
             (max(r["block_medians_ms"]) - min(r["block_medians_ms"])) / r["median_ms"] * 100)
-    assert {"cpu", "isa", "load_average_at_start", "load_average_at_end"} <= set(bench["hardware"])
+    assert {"cpu", "isa", "load_average_at_start", "load_average_at_end", "busy_cores_at_start"} <= set(bench["hardware"])
+    busy = bench["hardware"]["busy_cores_at_start"]
+    assert busy is None or 0 <= busy <= bench["hardware"]["cores"]
     assert "| spread |" in (tmp_path / "bench" / "bench.md").read_text()
 
 
@@ -183,3 +186,12 @@ def test_bench_times_more_models_given_by_name(tiny_student, tmp_path):  # noqa:
     assert {r["model"] for r in bench["results"]} == {"student", "narrow"} and set(bench["models"]) == {"student", "narrow"}
     bad = runner.invoke(app, [*args, "--model", f"student={tiny_student}"])
     assert bad.exit_code == 2 and "--model" in bad.output
+
+
+def test_each_bench_block_warms_up_for_a_number_of_calls_and_a_time():
+    calls = []
+    block = time_blocks(lambda: calls.append(1), repeats=2, warmup=1, warmup_s=0.05)
+    assert len(block) == 2 and len(calls) > 10  # a no-op is called far more than once in 50 ms before timing
+    calls.clear()
+    time_blocks(lambda: calls.append(1), repeats=2, warmup=5, warmup_s=0.0)
+    assert len(calls) == 7

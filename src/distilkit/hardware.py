@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import time
 
 from . import __version__
 
@@ -15,6 +16,23 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_i
 def num_cores() -> int:
     """CPU cores this process may use (affinity-aware)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def busy_cores(seconds: float = 1.0) -> float | None:
+    """How many cores other work kept busy over the next `seconds` (from /proc/stat; None off Linux). Unlike
+    the load average, which trails the last minutes, this is the machine right now."""
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all jiffies, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except OSError:
+        return None
+    return round(num_cores() * (1 - (idle1 - idle0) / max(total1 - total0, 1)), 2)
 
 
 def cpu() -> dict:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..artifacts import save_figure, write_json, write_text
 from ..errors import UserError
-from ..hardware import bf16_supported, hardware, num_cores
+from ..hardware import bf16_supported, busy_cores, hardware, num_cores
 from ..models.loading import count_parameters, load_classifier, load_encoder
 from ..models.pooling import is_embedding_model
 from .backends import EXPORTED_FILES, available_backends, load_backend
@@ -129,11 +129,16 @@ def scenarios(seqs: list[int], batch: int) -> list[dict]:
         {"name": f"throughput b{batch} s{max(seqs)}", "batch": batch, "seq": max(seqs), "kind": "throughput"}]
 
 
-def time_blocks(call, repeats: int, warmup: int) -> list[float]:
-    """One block of `call` alone: `warmup` untimed calls, then `repeats` timed ones (seconds each)."""
+def time_blocks(call, repeats: int, warmup: int, warmup_s: float = 0.1) -> list[float]:
+    """One block of `call` alone: untimed calls (at least `warmup`, and for at least `warmup_s` seconds), then
+    `repeats` timed ones (seconds each). The warm-up is also timed by the clock because after the pause between
+    blocks 3 calls of a short forward did not bring the runtime back to speed (b1 s32: 10-30% slower than the same
+    backend timed alone; with 0.1 s of warm-up within 10%, docs/experiments.md)."""
     block = []
-    for _ in range(warmup):
+    end, calls = time.perf_counter() + warmup_s, 0
+    while calls < warmup or time.perf_counter() < end:
         call()
+        calls += 1
     for _ in range(repeats):
         block.append(_seconds(call))
     return block
@@ -149,6 +154,7 @@ def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch:
     between blocks the process sleeps `idle_s` so the previous runtime's spinning worker threads go idle: timed
     call by call in turn, one runtime's spinning threads slowed the next (3x on batch-1 figures)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other work on the cores, before ours
+    busy = busy_cores()  # the same, now (the load average trails the last minutes)
     wanted = backends or list(PRECISION)  # the OpenVINO ones when the folder has their files and openvino is installed
     if backends is None and not bf16_supported():
         wanted.remove("torch-bf16")  # emulated bf16 is slow and says nothing (openvino-bf16: available_backends)
@@ -185,7 +191,8 @@ def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch:
                          "floor_ms": flops / peak / 1e6, "percent_of_peak": 100 * flops / median / 1e9 / peak})
     end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
-        "hardware": {**hardware(), "load_average_at_start": load, "load_average_at_end": end_load},
+        "hardware": {**hardware(), "load_average_at_start": load, "load_average_at_end": end_load,
+                     "busy_cores_at_start": busy},
         "timed": "model forward only (token ids in, logits out); tokenisation excluded",
         "inputs": "synthetic token ids of exactly `seq` tokens ([CLS] random ids [SEP], seed 0), no padding",
         "method": {"rounds": rounds, "repeats_per_block": repeats, "warmup_per_block": warmup, "idle_s": idle_s,
@@ -226,13 +233,14 @@ def plot(bench: dict, path: Path) -> Path:
 
 def markdown(bench: dict) -> str:
     hw, ref, peak = bench["hardware"], bench["reference"], bench["matmul_peak"]
-    busy = hw.get("load_average_at_start") or 0
+    busy, load = hw.get("busy_cores_at_start"), hw.get("load_average_at_start") or 0
     method = bench.get("method", {})
     lines = [
         "# distil bench", "",
-        *([f"**Warning: the machine was busy (1-minute load average {busy:.1f} on {hw['cores']} cores when the "
-           "bench started): other processes shared the cores, so these figures are unreliable.**", ""]
-          if busy > 1.0 else []),
+        *([f"**Warning: the machine was busy ({busy:.1f} of {hw['cores']} cores kept busy by other processes "
+           "just before the bench started), so these figures are unreliable.**", ""] if busy is not None and busy > 0.5
+          else [f"**Warning: the machine was busy (1-minute load average {load:.1f} on {hw['cores']} cores when the "
+                 "bench started), so these figures are unreliable.**", ""] if busy is None and load > 1.0 else []),
         f"{hw['cpu']}, {hw['cores']} cores ({', '.join(hw['isa'])}); torch {hw['torch']} with {hw['torch_threads']} "
         f"threads, onnxruntime {hw['onnxruntime']} with {hw['ort_threads']} intra-op threads"
         + (f", OpenVINO {hw['openvino']} with {hw['ort_threads']} inference threads (latency hint)."
