@@ -55,9 +55,7 @@ def forward_flops(config, batch: int, seq: int, head: bool = True) -> float:
 
 
 def _best_gflops(fn, flops: float, repeats: int) -> float:
-    fn()  # warm-up (and pre-packing)
-    best = min(_seconds(fn) for _ in range(repeats))
-    return flops / best / 1e9
+    return flops / min(time_blocks(fn, repeats, warmup=1)) / 1e9  # warm-up: pre-packing, threads up to speed
 
 
 def _seconds(fn) -> float:
@@ -158,6 +156,7 @@ def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch:
     wanted = backends or list(PRECISION)  # the OpenVINO ones when the folder has their files and openvino is installed
     if backends is None and not bf16_supported():
         wanted.remove("torch-bf16")  # emulated bf16 is slow and says nothing (openvino-bf16: available_backends)
+    peaks = matmul_peaks(peak_size)  # before any model is loaded: with all of them loaded, the peaks came out halved
     loaded = {m: {b: load_backend(d, b) for b in wanted if b in available_backends(d)} for m, d in models.items()}
     combos = [(m, b) for m in loaded for b in loaded[m]]
     for m, b in combos:
@@ -165,7 +164,6 @@ def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch:
             raise UserError(f"--seq {max(seqs)} is longer than {m}'s position table "
                             f"({loaded[m][b].config.max_position_embeddings} tokens)")
     reference = next(((m, "torch") for m in ("teacher", *models) if "torch" in loaded.get(m, {})), combos[0])
-    peaks = matmul_peaks(peak_size)
     rows = []
     for sc in scenarios(list(seqs), batch):
         inputs = {m: synthetic_inputs(next(iter(bs.values())).tokenizer, next(iter(bs.values())).config,

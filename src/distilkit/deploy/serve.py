@@ -9,9 +9,10 @@
                        over the last `window` requests) of queue wait, model batch size and model time
     GET  /docs         OpenAPI (FastAPI)
 
-Requests put their texts on one asyncio queue; a single worker task takes up to `max_batch` texts
-(waiting at most `max_wait_ms` after the first), runs the backend in a thread so the event loop keeps
-answering, and resolves each text's future. Limits give 413 (sizes), 422 (shape), 503 (queue full),
+Requests put their texts on one asyncio queue; a single worker task takes up to `max_batch` texts (what queued
+while the model was busy; with `max_wait_ms` above 0 it also waits that long after the first for more), runs the
+backend in a thread so the event loop keeps answering, and resolves each text's future. Waiting is off by
+default: under load the batches fill while the model runs anyway, and a lone request should not wait. Limits give 413 (sizes), 422 (shape), 503 (queue full),
 504 (timeout); shutting down stops new work and drains what is queued.
 """
 
