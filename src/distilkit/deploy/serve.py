@@ -383,6 +383,7 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
               else f"{'tags' if model.multi_label else 'labels'}: {list(model.id2label.values())}: POST /v1/classify")
     app = FastAPI(title=f"distilkit {kind}", version="1", lifespan=lifespan,
                   description=f"{Path(model_dir).name} on {model.name}; {served}")
+    app.state.warm_up = warm_up
     request_schema = {"required": True, "content": {"application/json": {"schema": ClassifyRequest.model_json_schema()}}}
     errors = {code: {"description": text} for code, text in (
         (400, "malformed JSON or invalid UTF-8"), (413, "too many texts, a text too long, or body too large"),
@@ -461,5 +462,8 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, back
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port {port}: expected 0..65535")
     app = create_app(model_dir, backend, max_length, threshold, metrics_window, **limits)
+    if app.state.warm_up["shapes"]:
+        print(f"ran each of the {app.state.warm_up['shapes']} input shapes requests can have once "
+              f"({app.state.warm_up['seconds']} s), so no request pays a shape's first call", flush=True)
     uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=int(Limits(**limits).timeout_s) + 1,
                 log_level="info", access_log=access_log)
