@@ -63,7 +63,7 @@ IntermediateSizeOpt = typer.Option(None, "--intermediate-size", help="A narrower
                                    "important FFN dimensions.")
 HeadsOpt = typer.Option(None, "--heads", help="With --hidden-size: keep each layer's A most important attention heads "
                         "(default: all, each narrowed).")
-ScoreRowsOpt = typer.Option(0, "--score-rows", help="With --hidden-size: score the kept dimensions by their "
+ScoreRowsOpt = typer.Option(512, "--score-rows", help="With --hidden-size: score the kept dimensions by their "
                              "activations on N training rows (Wanda-style; 0: by weight magnitude).")
 SizeOpt = typer.Option(True, "--size/--no-size", help="Export teacher and student to ONNX (fp32, int8) and report "
                        "their parameters, file sizes and the peak RSS of serving one request with the int8 file.")
@@ -121,9 +121,8 @@ def student_width(hidden_size: Optional[int], intermediate_size: Optional[int], 
     if (hidden_size is None) != (intermediate_size is None):
         raise ConfigError("--hidden-size and --intermediate-size go together")
     if hidden_size is None:
-        if heads is not None or score_rows:
-            raise ConfigError(f"{'--heads' if heads is not None else '--score-rows'} goes with --hidden-size and "
-                              "--intermediate-size")
+        if heads is not None:
+            raise ConfigError("--heads goes with --hidden-size and --intermediate-size")
         return None
     from ..models.narrow import Width
 
