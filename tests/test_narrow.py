@@ -68,7 +68,8 @@ def test_narrow_keeps_the_largest_dims_and_refuses_bad_sizes():
 
 def _batches():
     """Two batches of token ids (vocabulary of the tiny config), the second with a padded row."""
-    return [{"input_ids": torch.tensor([[2, 7, 9, 3], [2, 11, 12, 3]]), "attention_mask": torch.ones(2, 4, dtype=torch.long)},
+    return [{"input_ids": torch.tensor([[2, 7, 9, 3], [2, 11, 12, 3]]),
+             "attention_mask": torch.ones(2, 4, dtype=torch.long)},
             {"input_ids": torch.tensor([[2, 8, 10, 13, 3], [2, 14, 3, 0, 0]]),
              "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])}]
 
@@ -114,7 +115,8 @@ def test_activation_score_keeps_the_dims_with_large_activations_and_small_weight
     assert 5 in dims["hidden"] and 2 in dims["attention"][0] and 3 in dims["ffn"][0]
     h, a, f = (torch.tensor(d) for d in (dims["hidden"], dims["attention"][0], dims["ffn"][0]))
     new = narrow.base_model.transformer.layer[0]
-    assert torch.equal(narrow.base_model.embeddings.word_embeddings.weight, base.embeddings.word_embeddings.weight[:, h])
+    embeddings = base.embeddings.word_embeddings.weight
+    assert torch.equal(narrow.base_model.embeddings.word_embeddings.weight, embeddings[:, h])
     assert torch.equal(new.attention.v_lin.weight, layer.attention.v_lin.weight[a][:, h])
     assert torch.equal(new.attention.out_lin.weight, layer.attention.out_lin.weight[h][:, a])
     assert torch.equal(new.ffn.lin1.bias, layer.ffn.lin1.bias[f])

@@ -155,7 +155,8 @@ def narrow(student, width: Width, copied: list[int] | None = None, data: TaskDat
     batches = score_batches(data, tokenizer, width.score_rows, max_length) if use_data else None
     student, dims = narrow_student(student, width.hidden_size, width.intermediate_size, width.heads, batches)
     hidden = dims["hidden"] if copied is None else [copied[i] for i in dims["hidden"]]
-    score = f"activations on {sum(len(b['input_ids']) for b in batches)} training rows" if use_data else "weight magnitude"
+    rows = sum(len(b["input_ids"]) for b in batches) if use_data else 0
+    score = f"activations on {rows} training rows" if use_data else "weight magnitude"
     return student, {**width.to_dict(), "score": score, "hidden_dims": hidden}
 
 
