@@ -66,6 +66,65 @@ def test_narrow_keeps_the_largest_dims_and_refuses_bad_sizes():
         narrow_student(wide, hidden_size=16, intermediate_size=65)
 
 
+def _batches():
+    """Two batches of token ids (vocabulary of the tiny config), the second with a padded row."""
+    return [{"input_ids": torch.tensor([[2, 7, 9, 3], [2, 11, 12, 3]]),
+             "attention_mask": torch.ones(2, 4, dtype=torch.long)},
+            {"input_ids": torch.tensor([[2, 8, 10, 13, 3], [2, 14, 3, 0, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])}]
+
+
+def test_activation_norms_skip_padding():
+    from distilkit.models.narrow import activation_norms
+
+    wide = _student(None)
+    padded = activation_norms(wide, _batches())
+    rows = [{"input_ids": b["input_ids"][r:r + 1, : int(b["attention_mask"][r].sum())],
+             "attention_mask": b["attention_mask"][r:r + 1, : int(b["attention_mask"][r].sum())]}
+            for b in _batches() for r in range(2)]
+    alone = activation_norms(wide, rows)
+    for key in ("q", "context", "act"):
+        for a, b in zip(padded[key], alone[key]):
+            torch.testing.assert_close(a, b)
+    assert padded["residual"].shape == (32,) and len(padded["act"]) == 2 and padded["act"][0].shape == (64,)
+
+
+def test_activation_score_keeps_the_dims_with_large_activations_and_small_weights_and_copies_them_exactly():
+    """Residual dim 5, query/key/value dim 2 (head 0) and FFN dim 3 of the first layer: tiny weights (so weight
+    magnitude drops them) but large activations (LayerNorm gains, biases); the activation score keeps them."""
+    wide = _student(None)
+    base = wide.base_model
+    layer = base.transformer.layer[0]
+    with torch.no_grad():
+        for w in (base.embeddings.word_embeddings.weight, base.embeddings.position_embeddings.weight):
+            w[:, 5] *= 0.01
+        for norm in (base.embeddings.LayerNorm, *[m for l in base.transformer.layer
+                                                   for m in (l.sa_layer_norm, l.output_layer_norm)]):
+            norm.weight[5] = 50.0
+        for l in base.transformer.layer:
+            l.attention.out_lin.weight[5] *= 0.01
+            l.ffn.lin2.weight[5] *= 0.01
+        for lin in (layer.attention.q_lin, layer.attention.k_lin, layer.attention.v_lin):
+            lin.weight[2] *= 0.01
+        layer.attention.v_lin.bias[2] = 20.0  # every token's value, so the context, is about 20 at dim 2
+        layer.ffn.lin1.weight[3] *= 0.01
+        layer.ffn.lin1.bias[3] = 20.0  # the activation is about 20 on every token
+    _, by_weight = narrow_student(wide, hidden_size=16, intermediate_size=24)
+    assert 5 not in by_weight["hidden"] and 2 not in by_weight["attention"][0] and 3 not in by_weight["ffn"][0]
+    narrow, dims = narrow_student(wide, hidden_size=16, intermediate_size=24, batches=_batches())
+    assert 5 in dims["hidden"] and 2 in dims["attention"][0] and 3 in dims["ffn"][0]
+    h, a, f = (torch.tensor(d) for d in (dims["hidden"], dims["attention"][0], dims["ffn"][0]))
+    new = narrow.base_model.transformer.layer[0]
+    embeddings = base.embeddings.word_embeddings.weight
+    assert torch.equal(narrow.base_model.embeddings.word_embeddings.weight, embeddings[:, h])
+    assert torch.equal(new.attention.v_lin.weight, layer.attention.v_lin.weight[a][:, h])
+    assert torch.equal(new.attention.out_lin.weight, layer.attention.out_lin.weight[h][:, a])
+    assert torch.equal(new.ffn.lin1.bias, layer.ffn.lin1.bias[f])
+    assert torch.equal(new.ffn.lin2.weight, layer.ffn.lin2.weight[h][:, f])
+    assert torch.equal(new.output_layer_norm.weight, layer.output_layer_norm.weight[h])
+    assert wide.training is False
+
+
 def test_student_command_narrows(tiny_teacher, tmp_path):
     import json
 
@@ -165,11 +224,12 @@ def test_task_narrows_and_trims_a_student_that_trains_exports_predicts_and_serve
     runner = CliRunner()
     args = ["task", "--teacher", str(teacher), "--data", str(glue), "--layers", "0,2", "--epochs", "1",
             "--batch-size", "16", "--no-bf16", "--cache-dir", str(tmp_path / "cache"), "--hidden-size", "16",
-            "--intermediate-size", "32", "--heads", "2", "--trim-vocab", "--hidden-weight", "1"]
+            "--intermediate-size", "32", "--heads", "2", "--score-rows", "8", "--trim-vocab", "--hidden-weight", "1"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "s" / "distil.json").read_text())
-    assert info["width"] == {"hidden_size": 16, "intermediate_size": 32, "heads": 2}
+    assert info["width"] == {"hidden_size": 16, "intermediate_size": 32, "heads": 2, "score_rows": 8}
+    assert info["narrow"]["score"] == "activations on 8 training rows"
     assert len(info["narrow"]["hidden_dims"]) == 16 and info["vocab"]["kept"] < info["vocab"]["teacher_vocab"]
     assert info["distillation"]["hidden_weight"] == 1.0
     config = json.loads((tmp_path / "s" / "config.json").read_text())
@@ -223,6 +283,7 @@ def test_run_narrows_the_student_init_and_resumes_only_with_the_same_width(tiny_
         assert json.loads((out / name / "config.json").read_text())["dim"] == 16
     init = json.loads((out / "student_init" / "distil.json").read_text())
     assert init["width"] == {"hidden_size": 16, "intermediate_size": 32}
+    assert init["narrow"]["score"] == "weight magnitude"
     models = metrics["models"]
     assert models["student"]["parameters"]["non_embedding"] < models["teacher"]["parameters"]["non_embedding"] / 4
     with pytest.raises(StageConfigError, match="width"):

@@ -63,6 +63,8 @@ IntermediateSizeOpt = typer.Option(None, "--intermediate-size", help="A narrower
                                    "important FFN dimensions.")
 HeadsOpt = typer.Option(None, "--heads", help="With --hidden-size: keep each layer's A most important attention heads "
                         "(default: all, each narrowed).")
+ScoreRowsOpt = typer.Option(512, "--score-rows", help="With --hidden-size: score the kept dimensions by their "
+                             "activations on N training rows (Wanda-style; 0: by weight magnitude).")
 SizeOpt = typer.Option(True, "--size/--no-size", help="Export teacher and student to ONNX (fp32, int8) and report "
                        "their parameters, file sizes and the peak RSS of serving one request with the int8 file.")
 MaxLengthOpt = typer.Option(None, "--max-length", help="Truncate to N tokens (default: the training length, else 128).")
@@ -113,8 +115,9 @@ def vocab_trim(trim_vocab: bool, vocab_size: Optional[int], vocab_corpus: Option
     return VocabTrim(corpus=str(vocab_corpus) if vocab_corpus else None, size=vocab_size)
 
 
-def student_width(hidden_size: Optional[int], intermediate_size: Optional[int], heads: Optional[int]):
-    """--hidden-size/--intermediate-size/--heads as a narrow.Width (None: the teacher's width)."""
+def student_width(hidden_size: Optional[int], intermediate_size: Optional[int], heads: Optional[int],
+                  score_rows: int = 0):
+    """--hidden-size/--intermediate-size/--heads/--score-rows as a narrow.Width (None: the teacher's width)."""
     if (hidden_size is None) != (intermediate_size is None):
         raise ConfigError("--hidden-size and --intermediate-size go together")
     if hidden_size is None:
@@ -123,7 +126,7 @@ def student_width(hidden_size: Optional[int], intermediate_size: Optional[int], 
         return None
     from ..models.narrow import Width
 
-    return Width(hidden_size, intermediate_size, heads)
+    return Width(hidden_size, intermediate_size, heads, score_rows)
 
 
 def parse_width(value: str):

@@ -13,7 +13,7 @@ from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt,
                      MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt,
                      TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, command, console, int_list,
                      print_metrics, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim,
-                     HeadsOpt, HiddenSizeOpt, IntermediateSizeOpt, SizeOpt, parse_width, student_width)
+                     HeadsOpt, HiddenSizeOpt, ScoreRowsOpt, IntermediateSizeOpt, SizeOpt, parse_width, student_width)
 
 # The recipe `distil run` uses by default (benchmarks/kd_vs_baseline.py measures it): the best measured that fits
 # the whole run in 20 minutes on 2 CPU cores (docs/experiments.md, "A default recipe that pays").
@@ -113,7 +113,7 @@ def run(
     trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
     vocab_corpus: Optional[Path] = VocabCorpusOpt,
     hidden_size: Optional[int] = HiddenSizeOpt, intermediate_size: Optional[int] = IntermediateSizeOpt,
-    heads: Optional[int] = HeadsOpt,
+    heads: Optional[int] = HeadsOpt, score_rows: int = ScoreRowsOpt,
     size: bool = SizeOpt,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     save_steps: int = SaveStepsOpt, logging_steps: int = LoggingStepsOpt,
@@ -129,7 +129,7 @@ def run(
     dcfg = DistillConfig(alpha=alpha, temperature=temperature, cls_weight=cls_weight, augment=augment,
                          hidden_weight=hidden_weight)
     trim = vocab_trim(trim_vocab, vocab_size, vocab_corpus)
-    width = student_width(hidden_size, intermediate_size, heads)
+    width = student_width(hidden_size, intermediate_size, heads, score_rows)
     if not resume:
         check_output(out, overwrite)
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,

@@ -12,7 +12,7 @@ from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt,
                      MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt,
                      TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, cache_root, command, console,
                      print_metrics, print_params, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim,
-                     HeadsOpt, HiddenSizeOpt, IntermediateSizeOpt, student_width)
+                     HeadsOpt, HiddenSizeOpt, ScoreRowsOpt, IntermediateSizeOpt, student_width)
 
 
 @command()
@@ -97,7 +97,7 @@ def task_cmd(
     trim_vocab: bool = TrimVocabOpt, vocab_size: Optional[int] = VocabSizeOpt,
     vocab_corpus: Optional[Path] = VocabCorpusOpt,
     hidden_size: Optional[int] = HiddenSizeOpt, intermediate_size: Optional[int] = IntermediateSizeOpt,
-    heads: Optional[int] = HeadsOpt,
+    heads: Optional[int] = HeadsOpt, score_rows: int = ScoreRowsOpt,
     epochs: float = 3.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16"),
     cache_dir: Optional[Path] = typer.Option(None, help="Where teacher outputs are cached (default ~/.cache/distilkit)."),
@@ -122,7 +122,7 @@ def task_cmd(
     info = distil_task(teacher_path(teacher), d, cfg, dcfg, out, cache_dir or cache_root(), student=student_dir,
                        layers=layers, num_layers=num_layers, overwrite=overwrite, resume=resume,
                        trim=vocab_trim(trim_vocab, vocab_size, vocab_corpus),
-                       width=student_width(hidden_size, intermediate_size, heads))
+                       width=student_width(hidden_size, intermediate_size, heads, score_rows))
     print_metrics(f"{d.name} dev", {"student": info["metrics"]})
 
 

@@ -29,7 +29,7 @@ from ..models.student import build_student, choose_layer_map
 from ..tags import MULTI_LABEL
 from ..models.narrow import Width, narrow_student
 from ..models.vocab import VocabTrim
-from ..train.common import TrainConfig, encode, on_main, stage_output
+from ..train.common import TrainConfig, encode, on_main, pad_batch, stage_output
 from ..train.task import DistillConfig, TrainRun, add_teacher_outputs, distill, finetune
 from .evaluate import evaluate_model
 from .reuse import reuse_or_run
@@ -116,7 +116,7 @@ def _make_student(teacher: str, config, layer_map: list[int], tmp: Path, trim: V
     student = build_student(teacher_model, layer_map)
     tokenizer, vocab, narrowed = load_tokenizer(teacher), None, None
     if width is not None:
-        student, narrowed = narrow(student, width)
+        student, narrowed = narrow(student, width, data=data, tokenizer=tokenizer)
     if trim is not None:
         student, tokenizer, vocab = trim_student(student, tokenizer, trim, task_texts(data), dev_texts(data),
                                                  say=console.print)
@@ -136,12 +136,28 @@ def _make_student(teacher: str, config, layer_map: list[int], tmp: Path, trim: V
     return info
 
 
-def narrow(student, width: Width, copied: list[int] | None = None) -> tuple[object, dict]:
-    """(`student` narrowed to `width`, distil.json's "narrow": the sizes and the teacher dimension each hidden
-    dimension was copied from, through `copied` when the student was narrowed before)."""
-    student, dims = narrow_student(student, width.hidden_size, width.intermediate_size, width.heads)
+def score_batches(data: TaskData, tokenizer, rows: int, max_length: int = 128, batch_size: int = 32) -> list[dict]:
+    """A fixed random sample of `rows` training rows of `data`, tokenised and padded in batches (input_ids,
+    attention_mask): what a narrow student's dims are scored on (models/narrow.py, activation_scores)."""
+    train = data.train.shuffle(seed=0).select(range(min(rows, len(data.train))))
+    ids = encode(train, tokenizer, max_length)["input_ids"]
+    return [dict(zip(("input_ids", "attention_mask"), pad_batch(ids[i:i + batch_size], tokenizer.pad_token_id)))
+            for i in range(0, len(ids), batch_size)]
+
+
+def narrow(student, width: Width, copied: list[int] | None = None, data: TaskData | None = None, tokenizer=None,
+           max_length: int = 128) -> tuple[object, dict]:
+    """(`student` narrowed to `width`, distil.json's "narrow": the sizes, the score, and the teacher dimension each
+    hidden dimension was copied from, through `copied` when the student was narrowed before). With
+    width.score_rows and `data`, the dims are scored by their activations on that many training rows read through
+    `tokenizer`, else by weight magnitude."""
+    use_data = width.score_rows > 0 and data is not None
+    batches = score_batches(data, tokenizer, width.score_rows, max_length) if use_data else None
+    student, dims = narrow_student(student, width.hidden_size, width.intermediate_size, width.heads, batches)
     hidden = dims["hidden"] if copied is None else [copied[i] for i in dims["hidden"]]
-    return student, {**width.to_dict(), "hidden_dims": hidden}
+    rows = sum(len(b["input_ids"]) for b in batches) if use_data else 0
+    score = f"activations on {rows} training rows" if use_data else "weight magnitude"
+    return student, {**width.to_dict(), "score": score, "hidden_dims": hidden}
 
 
 def finetune_teacher(teacher: str, data: TaskData, cfg: TrainConfig, out: Path, overwrite: bool = False,
@@ -240,7 +256,7 @@ def distil_task(teacher: str, data: TaskData, cfg: TrainConfig, dcfg: DistillCon
         copied_dims = None if student is None else (read_record(student).get("narrow") or {}).get("hidden_dims")
         narrowed = None
         if width is not None:
-            student_model, narrowed = narrow(student_model, width, copied_dims)
+            student_model, narrowed = narrow(student_model, width, copied_dims, data, student_tokenizer, cfg.max_length)
             copied_dims = narrowed["hidden_dims"]
         if trim is not None:
             student_model, student_tokenizer, vocab = trim_student(student_model, student_tokenizer, trim,
