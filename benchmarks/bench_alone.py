@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--backends", default="torch,onnx,onnx-int8")
     parser.add_argument("--seq", default="32,128")
     parser.add_argument("--repeats", default="10")
-    parser.add_argument("--rounds", default="3")
+    parser.add_argument("--rounds", default="5")
     args = parser.parse_args()
     if args.out.exists():
         sys.exit(f"{args.out} already exists: choose another --out")

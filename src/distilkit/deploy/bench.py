@@ -143,7 +143,7 @@ def time_blocks(call, repeats: int, warmup: int, warmup_s: float = 0.1) -> list[
 
 
 def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch: int = 32, repeats: int = 10,
-              warmup: int = 3, backends: list[str] | None = None, peak_size: int = 1024, rounds: int = 3,
+              warmup: int = 3, backends: list[str] | None = None, peak_size: int = 1024, rounds: int = 5,
               idle_s: float = 0.2) -> dict:
     """Time every (model, backend) on every scenario; returns bench.json's content.
 

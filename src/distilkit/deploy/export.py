@@ -50,8 +50,8 @@ from ..models.folders import ModelError, check_model_dir, is_pair_model, load_to
 from ..models.loading import model_inputs
 from ..models.pooling import is_embedding_model
 from ..tags import MULTI_LABEL
-from .backends import (BF16_HINTS, EXPORTED_FILES, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, BackendError, OpenVinoBackend,
-                       OrtBackend, TorchBackend, import_openvino, predict_all)
+from .backends import (BF16_HINTS, EXPORTED_FILES, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, BackendError,
+                       OpenVinoBackend, OrtBackend, TorchBackend, import_openvino, predict_all)
 from .bench import time_blocks
 
 OPSET = 17
