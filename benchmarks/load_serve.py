@@ -158,20 +158,15 @@ async def single_requests(url: str, text: str, n: int) -> list[float]:
 
 
 def model_batch1_ms(model, text: str, n: int) -> dict:
-    """Median ms of the backend's forward alone on one encoded text (batch 1), and with tokenising."""
+    """Median ms of the backend's forward alone on one encoded text (batch 1), and with tokenising; each timed
+    as one `distil bench` block (bench.time_blocks: warm-up, then n calls)."""
+    from distilkit.deploy.bench import time_blocks
+
     inputs = model.encode([text])
-    for _ in range(10):
-        model.forward(inputs)
-    forward = [time_call(lambda: model.forward(inputs)) for _ in range(n)]
-    whole = [time_call(lambda: model([text])) for _ in range(n)]
+    forward = time_blocks(lambda: model.forward(inputs), n, warmup=10)
+    whole = time_blocks(lambda: model([text]), n, warmup=3)
     return {"tokens": int(inputs["input_ids"].shape[1]), "forward_ms": float(np.median(forward)) * 1e3,
             "tokenise_and_forward_ms": float(np.median(whole)) * 1e3}
-
-
-def time_call(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 SUMMARIES = {"queue_wait_ms": ("distil_request_queue_wait_seconds", 1e3), "batch_size": ("distil_request_batch_size", 1),
