@@ -87,6 +87,20 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_answering(cl
     assert client.post("/v1/classify", json=GOOD).status_code == 200
 
 
+def test_fast_path_answers_as_fastapi_routing_does(tiny_student, client):
+    """HotPaths answers POST /v1/classify itself; with fast_path=False FastAPI's route does: same status and body."""
+    bodies = [json.dumps(GOOD).encode()] + [body for body, _, _ in BAD]
+    with TestClient(create_app(tiny_student, "onnx", max_texts=8, max_chars=200, fast_path=False)) as routed:
+        for body in bodies:
+            fast = client.post("/v1/classify", content=body, headers={"content-type": "application/json"})
+            slow = routed.post("/v1/classify", content=body, headers={"content-type": "application/json"})
+            assert (fast.status_code, fast.headers["content-type"]) == (slow.status_code, slow.headers["content-type"])
+            assert fast.json() == slow.json(), body[:40]
+        assert routed.post("/v1/embed", json=GOOD).json() == client.post("/v1/embed", json=GOOD).json()
+    assert client.post("/v1/embed", json=GOOD).status_code == 404
+    assert client.get("/v1/classify").status_code == 405  # not POST: on to FastAPI
+
+
 def test_pair_model_needs_one_text_pair_per_text(pair_client):
     r = pair_client.post("/v1/classify", json={"texts": ["good film"]})
     assert r.status_code == 422 and "text_pairs" in r.json()["detail"]
