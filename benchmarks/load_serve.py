@@ -241,6 +241,7 @@ def main() -> None:
         batches = after["batches"] - before["batches"]
         served["server_batches"] = batches
         served["server_mean_batch_size"] = served["texts_per_s"] * served["seconds"] / batches if batches else None
+        served["server_model_busy"] = (after["inference_seconds"] - before["inference_seconds"]) / served["seconds"]
         served["server_per_request"] = after["per_request"]  # p50/p99 over the server's last --metrics-window requests
         served["errors"] = sum(v for k, v in served["status_counts"].items() if k != "200") + served["transport_errors"]
         single = None
@@ -279,7 +280,8 @@ def main() -> None:
     print(f"{served['requests']} requests x {args.texts_per_request} texts at concurrency {args.concurrency} on "
           f"{health['backend']}: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, {served['requests_per_s']:.0f} req/s, "
           f"{served['texts_per_s']:.0f} texts/s, errors {served['errors']} (5xx {served['count_5xx']}, transport "
-          f"{served['transport_errors']}), mean batch {served['server_mean_batch_size'] or 0:.1f}")
+          f"{served['transport_errors']}), mean batch {served['server_mean_batch_size'] or 0:.1f}, the model busy "
+          f"{100 * served['server_model_busy']:.0f}% of the time")
     print("server, per request (p50 / p99): " + ", ".join(
         f"{key.replace('_', ' ')} {v['p50']:.1f} / {v['p99']:.1f}" for key, v in server.items()))
     print(f"offline {offline['texts_per_s']:.0f} texts/s; served/offline throughput "

@@ -183,6 +183,32 @@ def test_a_batch_runs_as_length_sorted_sub_batches(tiny_student):
         assert row["score"] == pytest.approx(float(np.exp(logits).max() / np.exp(logits).sum()), abs=1e-5)
 
 
+class CountingBackend(SlowBackend):
+    """The slow ONNX backend, counting finished model calls."""
+
+    done = 0
+
+    def forward(self, inputs):
+        out = super().forward(inputs)
+        self.done += 1
+        return out
+
+
+def test_answers_go_out_as_each_model_call_of_a_batch_is_done(tiny_student):
+    backend = CountingBackend(tiny_student)
+    app = create_app(tiny_student, backend, max_batch=3, max_wait_ms=200, sub_batch=1)
+
+    async def work(client):
+        async def one(text):
+            r = await client.post("/v1/classify", json={"texts": [text]})
+            return r.status_code, backend.done  # model calls finished when this answer arrived
+        return await asyncio.gather(*(one(t) for t in ("good", "a bad film", "the plot was very dull")))
+
+    answers = asyncio.run(_with_app(app, work))
+    assert [status for status, _ in answers] == [200] * 3
+    assert sorted(done for _, done in answers)[0] < 3  # the first answer did not wait for the batch's last call
+
+
 def test_full_queue_gives_503_and_timeout_504(tiny_student):
     app = create_app(tiny_student, SlowBackend(tiny_student), max_batch=1, max_wait_ms=0, max_queue=2, timeout_s=2)
 

@@ -296,9 +296,9 @@ def check_backend(name: str) -> None:
 
 
 def predict_all(backend: Backend, texts: list[str], text_pairs: list[str] | None = None,
-                batch_size: int = 32) -> np.ndarray:
+                batch_size: int = 32, on_batch=None) -> np.ndarray:
     """Logits (embeddings for an embedding model) for any number of texts, in input order (batches of
-    similar length, to pad little)."""
+    similar length, to pad little); `on_batch(indices, logits)`, if given, gets each batch as soon as it is done."""
     lengths = [len(t) + (len(text_pairs[i]) if text_pairs is not None else 0) for i, t in enumerate(texts)]
     order = np.argsort(lengths, kind="stable")
     logits = np.zeros((len(texts), backend.output_dim), dtype=np.float32)
@@ -306,6 +306,8 @@ def predict_all(backend: Backend, texts: list[str], text_pairs: list[str] | None
         idx = order[start : start + batch_size]
         pairs = [text_pairs[i] for i in idx] if text_pairs is not None else None
         logits[idx] = backend([texts[i] for i in idx], pairs)
+        if on_batch is not None:
+            on_batch(idx, logits[idx])
     return logits
 
 

@@ -13,7 +13,9 @@ The two inference paths are answered by a small ASGI middleware (HotPaths) ahead
 would cost twice the CPU per request; FastAPI still serves /docs, /health, /metrics and the paths' schemas.
 Requests put their texts on one asyncio queue; a single worker task takes up to `max_batch` texts (what queued
 while the model was busy; with `max_wait_ms` above 0 it also waits that long after the first for more), runs the
-backend in a thread so the event loop keeps answering, and resolves each text's future. Waiting is off by
+backend in a thread so the event loop keeps answering, and answers each request as soon as the model call
+holding its texts is done (the batch runs as length-sorted calls of `sub_batch` texts), so answers go out
+while the rest of the batch runs. Waiting is off by
 default: under load the batches fill while the model runs anyway, and a lone request should not wait. Limits give 413 (sizes), 422 (shape), 503 (queue full),
 504 (timeout); shutting down stops new work and drains what is queued.
 """
@@ -125,7 +127,8 @@ class Window:
 @dataclass
 class RequestTiming:
     """Where one request's time went, filled in by the batcher: the longest wait of its texts from being queued
-    to the start of their model batch, the largest batch they ran in, and the model time of those batches."""
+    to the start of their model batch, the largest batch they ran in, and the model time of those batches (from
+    a batch's start until the model call holding its texts was done)."""
 
     queued: float = field(default_factory=time.perf_counter)
     queue_wait: float = 0.0
@@ -207,8 +210,8 @@ class Metrics:
                                      "waited from being queued to the start of their model batch (the longest).")
             + self.batch_size.render("distil_request_batch_size", "Per successful request: texts in the model batch "
                                      "its texts ran in (the largest).")
-            + self.model_time.render("distil_request_model_seconds", "Per successful request: seconds of the model "
-                                     "batches its texts ran in.")
+            + self.model_time.render("distil_request_model_seconds", "Per successful request: seconds from the start "
+                                     "of its model batch until its texts' results were ready.")
         )
         return "\n".join(lines) + "\n"
 
@@ -257,20 +260,24 @@ class Batcher:
                 break
         return batch
 
-    def _predict(self, texts: list[str], pairs: list[str | None]) -> list:
-        """Result rows (embeddings), in the model thread: texts with and without a pair go in separate calls,
-        each split into length-sorted model calls of `sub_batch` texts, so short texts are not padded to long ones."""
-        with_pair = np.array([p is not None for p in pairs])
-        logits = np.zeros((len(texts), self.backend.output_dim), dtype=np.float32)
-        for mask, paired in ((with_pair, True), (~with_pair, False)):
-            idx = np.flatnonzero(mask)
-            if len(idx):
-                logits[idx] = predict_all(self.backend, [texts[i] for i in idx],
-                                          [pairs[i] for i in idx] if paired else None, self.limits.sub_batch)
+    def _rows(self, logits: np.ndarray) -> list:
+        """The answer row of each text: its embedding, or label and scores."""
         if self.backend.embedding:
             return [row.tolist() for row in logits]
         return results(logits, self.backend.id2label, self.backend.regression, all_scores=True,
                        multi_label=self.backend.multi_label, threshold=self.threshold)
+
+    def _predict(self, live: list[tuple], deliver) -> None:
+        """In the model thread: texts with and without a pair go in separate calls, each split into length-sorted
+        model calls of `sub_batch` texts (short texts are not padded to long ones); each call's rows are handed to
+        `deliver(items, rows)` as soon as it is done, so their answers go out while the next call runs."""
+        with_pair = np.array([pair is not None for _, pair, _, _ in live])
+        for mask, paired in ((with_pair, True), (~with_pair, False)):
+            items = [live[i] for i in np.flatnonzero(mask)]
+            if items:
+                predict_all(self.backend, [text for text, _, _, _ in items],
+                            [pair for _, pair, _, _ in items] if paired else None, self.limits.sub_batch,
+                            on_batch=lambda idx, logits: deliver([items[i] for i in idx], self._rows(logits)))
 
     async def run(self) -> None:
         """The worker: batch, run in the model thread, hand each request its rows; forever."""
@@ -278,18 +285,21 @@ class Batcher:
         while True:
             batch = await self._next_batch()
             live = [item for item in batch if not item[2].future.done()]  # skip texts of timed-out requests
+            self.metrics.batches += bool(live)
+            number, start = self.metrics.batches, time.perf_counter()
+
+            def give(items: list[tuple], rows: list) -> None:  # on the event loop
+                seconds = time.perf_counter() - start
+                for (_, _, pending, i), row in zip(items, rows):
+                    pending.timing.ran(number, start, len(live), seconds)
+                    pending.done(i, row)
+
             try:
                 if live:
-                    start = time.perf_counter()
-                    rows = await loop.run_in_executor(
-                        self.executor, self._predict, [t for t, _, _, _ in live], [p for _, p, _, _ in live])
-                    seconds = time.perf_counter() - start
-                    self.metrics.inference_seconds += seconds
-                    self.metrics.batches += 1
+                    await loop.run_in_executor(
+                        self.executor, self._predict, live, lambda items, rows: loop.call_soon_threadsafe(give, items, rows))
+                    self.metrics.inference_seconds += time.perf_counter() - start
                     self.metrics.batch_texts += len(live)
-                    for (_, _, pending, i), row in zip(live, rows):
-                        pending.timing.ran(self.metrics.batches, start, len(live), seconds)
-                        pending.done(i, row)
             except Exception as err:  # noqa: BLE001 - the worker must survive; the requests get a 500
                 for _, _, pending, _ in live:
                     if not pending.future.done():
