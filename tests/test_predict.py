@@ -119,3 +119,14 @@ def test_bad_input_errors(tiny_student, tmp_path):
     assert result.exit_code == 2 and "no such file" in result.output
     result, _ = _predict([tiny_student, "good", "--backend", "tensorrt"])
     assert result.exit_code == 2 and "unknown backend 'tensorrt'" in result.output
+
+
+def test_torch_bf16_backend_runs_bf16_weights_close_to_fp32(tiny_student):
+    from distilkit.deploy.backends import load_backend
+
+    fp32, bf16 = load_backend(tiny_student, "torch"), load_backend(tiny_student, "torch-bf16")
+    assert {p.dtype for p in bf16.model.parameters()} == {bf16.torch.bfloat16}  # cast once, not per call
+    texts = ["a good film", "the plot was very dull", "fine", "not bad at all, a nice story"]
+    got, ref = bf16(texts), fp32(texts)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=0.1 * np.abs(ref).max())  # bf16 keeps ~3 significant digits

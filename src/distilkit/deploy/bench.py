@@ -26,7 +26,7 @@ from .backends import EXPORTED_FILES, available_backends, load_backend
 
 PRECISION = {"torch": "fp32", "torch-bf16": "bf16", "onnx": "fp32", "onnx-int8": "int8", "openvino": "fp32",
              "openvino-bf16": "bf16", "openvino-int8": "int8"}
-LABELS = {"torch": "torch fp32", "torch-bf16": "torch bf16 autocast", "onnx": "ORT fp32", "onnx-int8": "ORT int8",
+LABELS = {"torch": "torch fp32", "torch-bf16": "torch bf16", "onnx": "ORT fp32", "onnx-int8": "ORT int8",
           "openvino": "OpenVINO fp32", "openvino-bf16": "OpenVINO bf16 hint", "openvino-int8": "OpenVINO int8 (NNCF)"}
 
 
