@@ -6,7 +6,9 @@ p50/p90/p99, requests/s, texts/s, errors (status counts other than 200, transpor
 /metrics, its mean batch size and the p50/p99 of each request's queue wait, model batch size and model time (over the
 server's last --metrics-window requests, the window covering the measured run when it has at least that many
 requests), stops the server (SIGTERM: graceful), then times the same backend offline (`predict_all` in batches of
---max-batch, tokenising included, as the server does) on the same texts and prints served / offline throughput.
+--max-batch, tokenising included, as the server does) on the same texts and prints served / offline throughput;
+then offline again in the server's own batches (arrival order, chunks of --max-batch in calls of --sub-batch), which
+shows how much of the gap is batch composition (offline sorts all texts by length) and how much the HTTP side.
 Client and server share the machine's cores: the served figure is a floor, not a ceiling.
 
 Then, on the idle server, --single-requests requests of one short text, one at a time (each answered before the
@@ -197,6 +199,21 @@ def offline_throughput(model, texts: list[str], batch: int, total: int) -> dict:
     return {"backend": model.name, "texts": total, "batch_size": batch, "seconds": seconds, "texts_per_s": total / seconds}
 
 
+def offline_in_server_batches(model, texts: list[str], batch: int, sub_batch: int, total: int) -> dict:
+    """texts/s of the same backend on the texts in the order the clients send them, in chunks of `batch` each run as
+    the server runs a batch (length-sorted calls of `sub_batch`): the most a server can do with batches that hold
+    whatever arrived, before any HTTP work. Offline sorts all texts by length, which no server can."""
+    from distilkit.deploy.backends import predict_all
+
+    sample = [texts[i % len(texts)] for i in range(total)]
+    predict_all(model, sample[:batch], batch_size=sub_batch)  # warm-up
+    start = time.perf_counter()
+    for i in range(0, total, batch):
+        predict_all(model, sample[i:i + batch], batch_size=sub_batch)
+    seconds = time.perf_counter() - start
+    return {"batch_size": batch, "sub_batch": sub_batch, "seconds": seconds, "texts_per_s": total / seconds}
+
+
 def run_async(coro):
     """Run `coro` on uvloop when installed (as uvicorn[standard] brings), else on asyncio's loop."""
     try:
@@ -262,6 +279,8 @@ def main() -> None:
 
     model = load_backend(args.model_dir, health["backend"])
     offline = offline_throughput(model, texts, args.max_batch, args.requests * args.texts_per_request)
+    in_batches = offline_in_server_batches(model, texts, args.max_batch, args.sub_batch,
+                                           args.requests * args.texts_per_request)
     if single:
         single["model_batch1"] = model_batch1_ms(model, args.single_text, args.single_requests)
         single["bound_ms"] = 2 * single["model_batch1"]["forward_ms"] + 1
@@ -271,7 +290,9 @@ def main() -> None:
                          "metrics_window": args.metrics_window, "exit_code": code,
                          "graceful_exit": code in (0, -signal.SIGTERM)},
               "served": served, "offline": offline, "single_request": single,
+              "offline_in_server_batches": in_batches,
               "served_over_offline_texts_per_s": served["texts_per_s"] / offline["texts_per_s"],
+              "served_over_offline_in_server_batches": served["texts_per_s"] / in_batches["texts_per_s"],
               "note": "client, server and offline run share the same cores; latency includes the HTTP round trip"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -286,6 +307,9 @@ def main() -> None:
         f"{key.replace('_', ' ')} {v['p50']:.1f} / {v['p99']:.1f}" for key, v in server.items()))
     print(f"offline {offline['texts_per_s']:.0f} texts/s; served/offline throughput "
           f"{report['served_over_offline_texts_per_s']:.2f}; server exit {code} → {args.out}")
+    print(f"offline in the server's batches (arrival order, {args.max_batch} texts in calls of {args.sub_batch}): "
+          f"{in_batches['texts_per_s']:.0f} texts/s, {in_batches['texts_per_s'] / offline['texts_per_s']:.2f} of "
+          f"offline; served/that {report['served_over_offline_in_server_batches']:.2f}")
     if single:
         b1 = single["model_batch1"]
         print(f"single request on the idle server ({b1['tokens']} tokens): p50 {single['p50_ms']:.2f} ms, p99 "

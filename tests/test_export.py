@@ -1,6 +1,7 @@
 """ONNX export on tiny random classifiers: logits match torch, int8 agrees, the dev-set check, failures."""
 
 import json
+import platform
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from distilkit.cli import app
 from distilkit.data.task import load_task_data
 from distilkit.deploy.bench import time_blocks
 from distilkit.deploy.export import ExportCheckError, export_onnx
+from distilkit.hardware import MALLOC
 
 from .deploy_fixtures import dev_texts, make_classifier, tiny_student  # noqa: F401
 
@@ -174,6 +176,8 @@ def test_bench_times_each_backend_alone_in_blocks(tiny_student, tmp_path):  # no
     assert {"cpu", "isa", "load_average_at_start", "load_average_at_end", "busy_cores_at_start"} <= set(bench["hardware"])
     busy = bench["hardware"]["busy_cores_at_start"]
     assert busy is None or 0 <= busy <= bench["hardware"]["cores"]
+    if platform.libc_ver()[0] == "glibc":  # malloc keeps freed activations: timings do not depend on what ran before
+        assert bench["hardware"]["malloc"] == MALLOC
     assert "| spread |" in (tmp_path / "bench" / "bench.md").read_text()
 
 

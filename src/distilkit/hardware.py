@@ -3,6 +3,7 @@ library versions. No torch at import time (a serving-only install has none)."""
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import os
 import platform
@@ -78,6 +79,24 @@ def versions() -> dict:
     """Versions recorded in every distil.json (None for a library this install lacks)."""
     return {"distilkit": __version__, **{name: version_of(name) for name in ("torch", "transformers", "datasets")},
             "python": platform.python_version()}
+
+
+MALLOC = {"mmap_threshold_bytes": 32 << 20, "trim_threshold_bytes": 512 << 20}  # glibc's largest mmap threshold
+
+
+def keep_freed_memory() -> dict | None:
+    """Ask glibc's malloc to keep freed memory for the next call instead of handing it back to the system (the
+    settings of MALLOC; None where that is not glibc). By default, blocks of a few MB (a batch's activations) are
+    mapped and unmapped on every forward, and their pages faulted in again: torch bf16 ran the teacher at b32 s128
+    in 114-124 ms instead of 83-86 in a process where nothing had raised malloc's dynamic thresholds first."""
+    if platform.system() != "Linux":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(-3, MALLOC["mmap_threshold_bytes"]) and libc.mallopt(-1, MALLOC["trim_threshold_bytes"])
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return None
+    return dict(MALLOC) if ok else None  # -3: M_MMAP_THRESHOLD, -1: M_TRIM_THRESHOLD (malloc.h)
 
 
 def hardware() -> dict:

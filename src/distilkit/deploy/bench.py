@@ -19,7 +19,7 @@ import numpy as np
 
 from ..artifacts import save_figure, write_json, write_text
 from ..errors import UserError
-from ..hardware import bf16_supported, busy_cores, hardware, num_cores
+from ..hardware import bf16_supported, busy_cores, hardware, keep_freed_memory, num_cores
 from ..models.loading import count_parameters, load_classifier, load_encoder
 from ..models.pooling import is_embedding_model
 from .backends import EXPORTED_FILES, available_backends, load_backend
@@ -151,6 +151,7 @@ def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch:
     take turns (`rounds` blocks each, the start rotating each round) so drift of the machine hits all alike, and
     between blocks the process sleeps `idle_s` so the previous runtime's spinning worker threads go idle: timed
     call by call in turn, one runtime's spinning threads slowed the next (3x on batch-1 figures)."""
+    malloc = keep_freed_memory()  # else a backend's speed depends on what ran before it in this process
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other work on the cores, before ours
     busy = busy_cores()  # the same, now (the load average trails the last minutes)
     wanted = backends or list(PRECISION)  # the OpenVINO ones when the folder has their files and openvino is installed
@@ -190,7 +191,7 @@ def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch:
     end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
         "hardware": {**hardware(), "load_average_at_start": load, "load_average_at_end": end_load,
-                     "busy_cores_at_start": busy},
+                     "busy_cores_at_start": busy, "malloc": malloc},
         "timed": "model forward only (token ids in, logits out); tokenisation excluded",
         "inputs": "synthetic token ids of exactly `seq` tokens ([CLS] random ids [SEP], seed 0), no padding",
         "method": {"rounds": rounds, "repeats_per_block": repeats, "warmup_per_block": warmup, "idle_s": idle_s,

@@ -38,6 +38,7 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
 from ..errors import ConfigError
+from ..hardware import keep_freed_memory
 from ..models.folders import is_pair_model
 from ..tags import DEFAULT_THRESHOLD
 from .backends import Backend, check_threshold, load_backend, predict_all, results
@@ -526,6 +527,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, back
 
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port {port}: expected 0..65535")
+    keep_freed_memory()  # a long-running process: keep each batch's freed activations for the next one
     app = create_app(model_dir, backend, max_length, threshold, metrics_window, **limits)
     if app.state.warm_up["shapes"]:
         print(f"ran each of the {app.state.warm_up['shapes']} input shapes requests can have once "
