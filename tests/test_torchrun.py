@@ -142,3 +142,23 @@ def test_embed_splits_the_data_and_only_rank_0_writes(tmp_path):
     ours = {p for _, p in writes(tmp_path, "embed", 0)}
     assert any(p.parent == cache for p in ours) and out in ours
     assert any(p.parent.parent == tmp_path / ".emb.partial" / "checkpoints" for p in ours)
+
+
+def test_run_pipeline_under_torchrun_trains_every_stage_on_both_ranks_and_only_rank_0_writes(tiny_teacher, tiny_glue,
+                                                                                             tmp_path):
+    out = tmp_path / "run"
+    log = torchrun(tmp_path, "run", "run", "--teacher", tiny_teacher, "--data", tiny_glue, "--out", out,
+                   *COMMON, "--teacher-epochs", "1", "--epochs", "1", "--augment", "0", "--no-size")
+    # teacher fine-tune, student and baseline: each an epoch of 96 rows, half on each process
+    r0, r1 = rows(tmp_path, "run", 0), rows(tmp_path, "run", 1)
+    once = train_rows(tiny_teacher, tiny_glue)
+    assert r0.total() == r1.total() == 3 * 48 and r0 + r1 == once + once + once, log[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for stage in ("teacher", "student", "baseline"):
+        assert json.loads((out / stage / "distil.json").read_text())["world_size"] == 2, stage
+        assert 0.0 <= metrics["models"][stage]["score"] <= 100.0
+    assert (out / "report.md").exists() and (out / "student" / "README.md").exists()
+    assert not list(tmp_path.glob(".run.partial*"))
+    for event, path in writes(tmp_path, "run", 1):  # rank 1: only RNG states in the stages' checkpoints
+        assert (event == "torch.save" and path.name == "rng_state_1.pth" or event == "os.mkdir"
+                and path.name.startswith("checkpoint")), (event, path)
