@@ -199,3 +199,24 @@ def test_each_bench_block_warms_up_for_a_number_of_calls_and_a_time():
     calls.clear()
     time_blocks(lambda: calls.append(1), repeats=2, warmup=5, warmup_s=0.0)
     assert len(calls) == 7
+
+
+def test_threads_reach_every_runtime_and_bench_records_them(tiny_student, tmp_path):  # noqa: F811
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert load_backend(tiny_student, "onnx", threads=1).session.get_session_options().intra_op_num_threads == 1
+        load_backend(tiny_student, "torch", threads=1)
+        assert torch.get_num_threads() == 1  # torch's setting is the process's
+        torch.set_num_threads(before)
+        result = runner.invoke(app, ["bench", "--student", str(tiny_student), "--seq", "8", "--batch", "2",
+                                     "--repeats", "1", "--rounds", "1", "--peak-size", "64", "--backends",
+                                     "torch,onnx", "--threads", "1", "--out", str(tmp_path / "bench")])
+        assert result.exit_code == 0, result.output
+        hw = json.loads((tmp_path / "bench" / "bench.json").read_text())["hardware"]
+        assert hw["ort_threads"] == 1 and hw["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+    bad = runner.invoke(app, ["predict", str(tiny_student), "good", "--threads", "0"])
+    assert bad.exit_code == 2 and "--threads 0: expected a number >= 1" in bad.output

@@ -255,3 +255,8 @@ def test_serve_warms_up_every_openvino_shape_it_will_run(ov_classifier):
         texts = ["word " * k for k in range(1, 40, 3)]
         assert client.post("/v1/classify", json={"texts": texts}).status_code == 200
     assert set(seen[len(warmed):]) <= warmed  # every call of the request ran a warmed shape
+
+
+def test_openvino_backend_takes_a_thread_count(ov_classifier):
+    folder, _, _ = ov_classifier
+    assert load_backend(folder, "openvino-int8", threads=1).compiled.get_property("INFERENCE_NUM_THREADS") == 1

@@ -99,10 +99,11 @@ def keep_freed_memory() -> dict | None:
     return dict(MALLOC) if ok else None  # -3: M_MMAP_THRESHOLD, -1: M_TRIM_THRESHOLD (malloc.h)
 
 
-def hardware() -> dict:
-    """What a timing needs beside it: CPU, cores, instruction sets, runtime versions and thread counts."""
+def hardware(threads: int | None = None) -> dict:
+    """What a timing needs beside it: CPU, cores, instruction sets, runtime versions and thread counts
+    (`threads`: what the runtimes were given, default one per core)."""
     facts = {**cpu(), "python": platform.python_version(), "onnxruntime": version_of("onnxruntime"),
-             "openvino": version_of("openvino"), "torch": version_of("torch"), "ort_threads": num_cores()}
+             "openvino": version_of("openvino"), "torch": version_of("torch"), "ort_threads": threads or num_cores()}
     try:
         import torch
 

@@ -84,6 +84,10 @@ def export_cmd(
     console.print(f"→ {folder / 'export.json'}")
 
 
+ThreadsOpt = typer.Option(None, "--threads", help="Compute threads of the model's runtime (default: one per core; "
+                                                   "fewer leave cores to other work on a shared machine).")
+
+
 @command()
 def bench(
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher task model folder."),
@@ -92,12 +96,13 @@ def bench(
     batch: int = typer.Option(32, "--batch", help="Batch of the throughput run (at the longest --seq)."),
     repeats: int = typer.Option(10, "--repeats", help="Timed calls per block (each backend runs alone in a block)."),
     rounds: int = typer.Option(5, "--rounds", help="Blocks per model, backend and scenario, taking turns (with 5, "
-                               "40 of 42 figures were within 15% of each backend timed alone; with 3, 36)."),
+                               "all 42 figures were within 15% of each backend timed alone, largest 9.2%)."),
     backends: Optional[str] = typer.Option(None, "--backends", help="Comma list (default: all available)."),
     peak_size: int = typer.Option(1024, "--peak-size", help="Size of the square matmuls timing the machine's peak."),
     model: list[str] = typer.Option([], "--model", help="NAME=PATH of another task model folder to time in the same "
                                     "run (e.g. a narrower student against the full-width one); repeatable."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for bench.json, bench.md, bench.png."),
+    threads: Optional[int] = ThreadsOpt,
 ):
     """Size, latency and throughput of teacher and student (and --model NAME=PATH) on each backend in one run,
     each backend timed alone."""
@@ -114,7 +119,8 @@ def bench(
     if min(repeats, rounds) < 1:
         raise ConfigError(f"--repeats {repeats} --rounds {rounds}: expected at least 1 each")
     result = run_bench(models, int_list(seq, "--seq"), batch, repeats,
-                       backends=backends.split(",") if backends else None, peak_size=peak_size, rounds=rounds)
+                       backends=backends.split(",") if backends else None, peak_size=peak_size, rounds=rounds,
+                       threads=threads)
     paths = write_bench(result, out)
     table = Table(title=f"distil bench (forward only; speedup vs {result['reference']['model']} "
                         f"{result['reference']['backend']})")
@@ -140,6 +146,7 @@ def predict(
     embedding: bool = typer.Option(False, "--embedding", help="Sentence embeddings, {\"embedding\": [...]} per text "
                                                               "(the default output of an embedding model)."),
     threshold: Optional[float] = ThresholdOpt,
+    threads: Optional[int] = ThreadsOpt,
 ):
     """Label texts: JSONL on stdout, {"label", "score"} per text (score: probability of the label);
     a multi-label model gives {"labels": [...over --threshold], "scores": {label: probability}};
@@ -150,7 +157,7 @@ def predict(
 
     check_threshold_option(threshold)
     texts, pairs = read_inputs(texts, file, fmt=fmt)
-    model = load_backend(model_dir, backend, max_length)
+    model = load_backend(model_dir, backend, max_length, threads)
     if embedding or model.embedding:
         if pairs is not None:
             raise InputError("an embedding model takes single texts: drop \"text_pair\" from the input")
@@ -183,12 +190,14 @@ def serve(
     threshold: Optional[float] = ThresholdOpt,
     metrics_window: int = typer.Option(1024, "--metrics-window", help="Recent requests the p50/p99 of /metrics "
                                                                       "(queue wait, batch size, model time) cover."),
+    threads: Optional[int] = ThreadsOpt,
 ):
     """HTTP classifier (POST /v1/classify) or sentence encoder (POST /v1/embed), GET /health, GET /metrics, /docs; micro-batched."""
     from ..deploy.serve import serve as run_server
 
     check_threshold_option(threshold)
-    run_server(model_dir, host, port, backend, max_length, access_log, threshold, metrics_window, max_batch=max_batch,
+    run_server(model_dir, host, port, backend, max_length, access_log, threshold, metrics_window, threads,
+               max_batch=max_batch,
                max_wait_ms=max_wait_ms, sub_batch=sub_batch, max_texts=max_texts, max_chars=max_chars,
                max_queue=max_queue, timeout_s=timeout_s,
                max_body_bytes=max_body_bytes)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import read_json
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from ..hardware import cpu_bf16, num_cores
 from ..models.folders import check_model_dir, load_tokenizer, model_max_length, supported_config
 from ..tags import DEFAULT_THRESHOLD, MULTI_LABEL, sigmoid
@@ -133,7 +133,7 @@ class TorchBackend(Backend):
     autocast: autocast casts every weight again on each call, which made it 1.3-1.5x slower and its timings spread
     twice as wide, at the same dev accuracy (docs/experiments.md)."""
 
-    def __init__(self, model_dir, max_length=None, bf16: bool = False):
+    def __init__(self, model_dir, max_length=None, bf16: bool = False, threads: int | None = None):
         super().__init__(model_dir, max_length)
         try:
             import torch
@@ -145,6 +145,8 @@ class TorchBackend(Backend):
         from ..models.loading import load_classifier, load_encoder, model_inputs
 
         check_model_dir(self.model_dir)
+        if threads:
+            torch.set_num_threads(threads)
         self.torch = torch
         self.model = (load_encoder if self.embedding else load_classifier)(str(model_dir)).eval()
         if bf16:
@@ -281,16 +283,20 @@ def auto_backend(model_dir: str | Path) -> str:
     return next((name for name in FALLBACK if name in found), "torch")
 
 
-def load_backend(model_dir: str | Path, name: str = "auto", max_length: int | None = None) -> Backend:
-    """A backend by name: one of BACKENDS, or auto (see auto_backend)."""
+def load_backend(model_dir: str | Path, name: str = "auto", max_length: int | None = None,
+                 threads: int | None = None) -> Backend:
+    """A backend by name: one of BACKENDS, or auto (see auto_backend); `threads`: the runtime's compute threads
+    (default one per core; fewer leave cores to other work, torch's setting is process-wide)."""
     check_backend(name)
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads}: expected a number >= 1")
     if name == "auto":
         name = auto_backend(model_dir)
     if name in ("torch", "torch-bf16"):
-        return TorchBackend(model_dir, max_length, bf16=name == "torch-bf16")
+        return TorchBackend(model_dir, max_length, bf16=name == "torch-bf16", threads=threads)
     if name.startswith("openvino"):
-        return OpenVinoBackend(model_dir, max_length, FILES[name], bf16=name in BF16_HINTS)
-    return OrtBackend(model_dir, max_length, FILES[name])
+        return OpenVinoBackend(model_dir, max_length, FILES[name], bf16=name in BF16_HINTS, threads=threads)
+    return OrtBackend(model_dir, max_length, FILES[name], threads=threads)
 
 
 def check_backend(name: str) -> None:

@@ -64,7 +64,7 @@ def _seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def _ort_matmul(n: int, int8: bool):
+def _ort_matmul(n: int, int8: bool, threads: int | None = None):
     """An ONNX Runtime session of one n x n MatMul (fp32) or MatMulInteger (uint8 x int8), weights constant."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -82,13 +82,14 @@ def _ort_matmul(n: int, int8: bool):
                               initializer=[numpy_helper.from_array(b, "B")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = ort.SessionOptions()
-    options.intra_op_num_threads = num_cores()
+    options.intra_op_num_threads = threads or num_cores()
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return lambda: session.run(None, {"A": a})
 
 
-def matmul_peaks(n: int = 1024, repeats: int = 5) -> dict[str, float | None]:
-    """GFLOP/s of the best of `repeats` square n x n matmuls, per runtime and precision."""
+def matmul_peaks(n: int = 1024, repeats: int = 5, threads: int | None = None) -> dict[str, float | None]:
+    """GFLOP/s of the best of `repeats` square n x n matmuls, per runtime and precision (on `threads` threads,
+    default one per core; torch's setting is the process's)."""
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -96,10 +97,10 @@ def matmul_peaks(n: int = 1024, repeats: int = 5) -> dict[str, float | None]:
     a8, b8 = torch.randint(-127, 127, (n, n), dtype=torch.int8), torch.randint(-127, 127, (n, n), dtype=torch.int8)
     flops = 2.0 * n**3
     peaks = {
-        "fp32_ort": _best_gflops(_ort_matmul(n, int8=False), flops, repeats),
+        "fp32_ort": _best_gflops(_ort_matmul(n, int8=False, threads=threads), flops, repeats),
         "fp32_torch": _best_gflops(lambda: a @ b, flops, repeats),
         "bf16_torch": _best_gflops(lambda: a16 @ b16, flops, repeats),
-        "int8_ort": _best_gflops(_ort_matmul(n, int8=True), flops, repeats),
+        "int8_ort": _best_gflops(_ort_matmul(n, int8=True, threads=threads), flops, repeats),
     }
     try:
         peaks["int8_torch"] = _best_gflops(lambda: torch._int_mm(a8, b8), flops, repeats)
@@ -144,21 +145,27 @@ def time_blocks(call, repeats: int, warmup: int, warmup_s: float = 0.1) -> list[
 
 def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch: int = 32, repeats: int = 10,
               warmup: int = 3, backends: list[str] | None = None, peak_size: int = 1024, rounds: int = 5,
-              idle_s: float = 0.2) -> dict:
+              idle_s: float = 0.2, threads: int | None = None) -> dict:
     """Time every (model, backend) on every scenario; returns bench.json's content.
 
     Each (model, backend) is timed in blocks: `warmup` untimed calls, then `repeats` timed calls, alone. Blocks
     take turns (`rounds` blocks each, the start rotating each round) so drift of the machine hits all alike, and
     between blocks the process sleeps `idle_s` so the previous runtime's spinning worker threads go idle: timed
-    call by call in turn, one runtime's spinning threads slowed the next (3x on batch-1 figures)."""
+    call by call in turn, one runtime's spinning threads slowed the next (3x on batch-1 figures).
+    `threads`: every runtime's compute threads (default one per core)."""
     malloc = keep_freed_memory()  # else a backend's speed depends on what ran before it in this process
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other work on the cores, before ours
     busy = busy_cores()  # the same, now (the load average trails the last minutes)
     wanted = backends or list(PRECISION)  # the OpenVINO ones when the folder has their files and openvino is installed
     if backends is None and not bf16_supported():
         wanted.remove("torch-bf16")  # emulated bf16 is slow and says nothing (openvino-bf16: available_backends)
-    peaks = matmul_peaks(peak_size)  # before any model is loaded: with all of them loaded, the peaks came out halved
-    loaded = {m: {b: load_backend(d, b) for b in wanted if b in available_backends(d)} for m, d in models.items()}
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # the matmul peaks' too
+    peaks = matmul_peaks(peak_size, threads=threads)  # before any model is loaded: with all loaded, they came out halved
+    loaded = {m: {b: load_backend(d, b, threads=threads) for b in wanted if b in available_backends(d)}
+              for m, d in models.items()}
     combos = [(m, b) for m in loaded for b in loaded[m]]
     for m, b in combos:
         if max(seqs) > loaded[m][b].config.max_position_embeddings:
@@ -190,7 +197,7 @@ def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch:
                          "floor_ms": flops / peak / 1e6, "percent_of_peak": 100 * flops / median / 1e9 / peak})
     end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
-        "hardware": {**hardware(), "load_average_at_start": load, "load_average_at_end": end_load,
+        "hardware": {**hardware(threads), "load_average_at_start": load, "load_average_at_end": end_load,
                      "busy_cores_at_start": busy, "malloc": malloc},
         "timed": "model forward only (token ids in, logits out); tokenisation excluded",
         "inputs": "synthetic token ids of exactly `seq` tokens ([CLS] random ids [SEP], seed 0), no padding",

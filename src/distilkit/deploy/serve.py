@@ -407,16 +407,16 @@ class HotPaths:
 
 def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_length: int | None = None,
                threshold: float | None = None, metrics_window: int = 1024, fast_path: bool = True,
-               **limits) -> FastAPI:
+               threads: int | None = None, **limits) -> FastAPI:
     """The FastAPI app for a model folder; `backend` is a name (see load_backend) or a Backend;
     `threshold`: a multi-label model answers every label whose probability is above it (default 0.5);
     `metrics_window`: how many recent requests /metrics' quantiles cover; `fast_path`: answer the two inference
     paths in HotPaths (False: through FastAPI's routing, ~2x the HTTP cost; for comparison);
-    `limits` are the fields of Limits."""
+    `threads`: the model's compute threads (default one per core); `limits` are the fields of Limits."""
     limits = Limits(**limits)
     if metrics_window < 1:
         raise ConfigError(f"--metrics-window {metrics_window}: expected a number >= 1")
-    model = backend if isinstance(backend, Backend) else load_backend(model_dir, backend, max_length)
+    model = backend if isinstance(backend, Backend) else load_backend(model_dir, backend, max_length, threads)
     threshold = check_threshold(threshold, model.multi_label)
     start = time.perf_counter()
     warmed = model.warm_up(min(limits.sub_batch, limits.max_batch))  # OpenVINO: each shape's first call is slow
@@ -518,7 +518,7 @@ def create_app(model_dir: str | Path, backend: str | Backend = "auto", max_lengt
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, backend: str = "auto",
           max_length: int | None = None, access_log: bool = False, threshold: float | None = None,
-          metrics_window: int = 1024, **limits) -> None:
+          metrics_window: int = 1024, threads: int | None = None, **limits) -> None:
     """Run the app on uvicorn (one process; the model runs in one thread beside the event loop).
 
     SIGTERM/Ctrl-C: uvicorn stops accepting, waits for open requests (up to timeout_s + 1), then the
@@ -528,7 +528,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, back
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port {port}: expected 0..65535")
     keep_freed_memory()  # a long-running process: keep each batch's freed activations for the next one
-    app = create_app(model_dir, backend, max_length, threshold, metrics_window, **limits)
+    app = create_app(model_dir, backend, max_length, threshold, metrics_window, threads=threads, **limits)
     if app.state.warm_up["shapes"]:
         print(f"ran each of the {app.state.warm_up['shapes']} input shapes requests can have once "
               f"({app.state.warm_up['seconds']} s), so no request pays a shape's first call", flush=True)
