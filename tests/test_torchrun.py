@@ -162,3 +162,19 @@ def test_run_pipeline_under_torchrun_trains_every_stage_on_both_ranks_and_only_r
     for event, path in writes(tmp_path, "run", 1):  # rank 1: only RNG states in the stages' checkpoints
         assert (event == "torch.save" and path.name == "rng_state_1.pth" or event == "os.mkdir"
                 and path.name.startswith("checkpoint")), (event, path)
+
+
+def test_glue_suite_under_torchrun_splits_every_stage_and_only_rank_0_writes(tiny_teacher, tiny_glue, tmp_path):
+    out = tmp_path / "glue"
+    log = torchrun(tmp_path, "glue", "glue", "--tasks", "sst2", "--teacher", tiny_teacher, "--data", tiny_glue,
+                   "--out", out, "--batch-size", "8", "--max-length", "32", "--no-bf16", "--teacher-epochs", "1",
+                   "--epochs", "1", "--augment", "0", "--no-size")
+    once = train_rows(tiny_teacher, tiny_glue)
+    r0, r1 = rows(tmp_path, "glue", 0), rows(tmp_path, "glue", 1)
+    assert r0.total() == r1.total() == 3 * 48 and r0 + r1 == once + once + once, log[-3000:]
+    for stage in ("teacher", "student", "baseline"):
+        assert json.loads((out / "sst2" / "seed-42" / stage / "distil.json").read_text())["world_size"] == 2, stage
+    assert "student" in json.loads((out / "glue.json").read_text())["models"]
+    for event, path in writes(tmp_path, "glue", 1):  # rank 1: only RNG states in the stages' checkpoints
+        assert (event == "torch.save" and path.name == "rng_state_1.pth" or event == "os.mkdir"
+                and path.name.startswith("checkpoint")), (event, path)
