@@ -453,3 +453,16 @@ def test_reuse_sees_one_data_folder_spelt_two_ways(tmp_path, monkeypatch):
         reuse_or_run(stage, {"stage": "finetune", "data": {"glue_task": "cola", "data_dir": "."}}, build)
     with pytest.raises(StageConfigError, match="data="):
         reuse_or_run(stage, {"stage": "finetune", "data": {"glue_task": "sst2", "data_dir": "../glue"}}, build)
+
+
+def test_run_on_own_binary_files_says_which_label_f1_is_of(tiny_teacher, tiny_run, tmp_path):
+    from .conftest import sentences
+
+    for split, n, seed in (("train", 32, 5), ("dev", 16, 6)):
+        rows = [f"{text},{'spam' if y else 'ham'}" for text, y in sentences(n, seed)]
+        (tmp_path / f"{split}.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    data = load_task_data(None, train_file=tmp_path / "train.csv", dev_file=tmp_path / "dev.csv")
+    metrics = run_pipeline(str(tiny_teacher), data, tmp_path / "run", FAST, FAST, DistillConfig(), layers="first-2")
+    assert metrics["f1_label"] == "spam" and "f1" in metrics["models"]["student"]
+    assert "f1: of the label `spam`" in (tmp_path / "run" / "report.md").read_text()
+    assert "f1_label" not in tiny_run[1]  # GLUE tasks: F1 of the task's positive class, as GLUE defines it
