@@ -21,6 +21,8 @@ CASES = [
     ("eval", ["{student}", "--task", "nope", "--data", "{data}", "--out", "{tmp}/metrics.json"], "nope"),
     ("embed", ["--teacher", "{teacher}", "--corpus", "{data}", "--out", "{tmp}/embed", "--layers", "0,99"], "99"),
     ("run", ["--teacher", "{teacher}", "--out", "{tmp}/run", "--data", "{data}", "--alpha", "2"], "--alpha"),
+    ("run", ["--teacher", "{teacher}", "--out", "{tmp}/run", "--data", "{data}", "--positive-label", "good"],
+     "--positive-label is for your own"),
     ("glue", ["--teacher", "{teacher}", "--out", "{tmp}/glue", "--data", "{data}", "--tasks", "nope"], "nope"),
     ("sweep", ["--teacher", "{teacher}", "--out", "{tmp}/sweep", "--data", "{data}", "--precisions", "fp8"], "fp8"),
     ("pretrain", ["--teacher", "{teacher}", "--corpus", "{data}", "--out", "{tmp}/pretrain", "--recipe", "nope"],

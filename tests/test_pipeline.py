@@ -7,7 +7,9 @@ from typer.testing import CliRunner
 
 from distilkit.artifacts import OutputExistsError, atomic_output_dir, write_json
 from distilkit.cli import app
+from distilkit.data.errors import DataError
 from distilkit.data.task import load_task_data
+from distilkit.errors import ConfigError
 from distilkit.models.folders import ModelError, resolve_model
 from distilkit.stages.task import distil_task, finetune_teacher, make_student, train_baseline
 from distilkit.experiments.run import run_pipeline
@@ -466,3 +468,20 @@ def test_run_on_own_binary_files_says_which_label_f1_is_of(tiny_teacher, tiny_ru
     assert metrics["f1_label"] == "spam" and "f1" in metrics["models"]["student"]
     assert "f1: of the label `spam`" in (tmp_path / "run" / "report.md").read_text()
     assert "f1_label" not in tiny_run[1]  # GLUE tasks: F1 of the task's positive class, as GLUE defines it
+
+    chosen = load_task_data(None, train_file=tmp_path / "train.csv", dev_file=tmp_path / "dev.csv",
+                            positive_label="ham")
+    assert chosen.label_names == ["spam", "ham"] and chosen.source["positive_label"] == "ham"
+    assert chosen.train["label"] == [1 - y for y in data.train["label"]]  # ham is label id 1 now
+    assert chosen.dev["dev"]["label"] == [1 - y for y in data.dev["dev"]["label"]]
+    metrics = run_pipeline(str(tiny_teacher), chosen, tmp_path / "run-ham", FAST, FAST, DistillConfig(),
+                           layers="first-2")
+    assert metrics["f1_label"] == "ham"
+    from distilkit.stages.task import training_data
+
+    assert training_data(str(tmp_path / "run-ham" / "teacher")).label_names == ["spam", "ham"]  # sweep's data
+    assert "f1: of the label `ham` (--positive-label)" in (tmp_path / "run-ham" / "report.md").read_text()
+    with pytest.raises(DataError, match=r"--positive-label 'eggs': expected one of the two labels of .*train.csv"):
+        load_task_data(None, train_file=tmp_path / "train.csv", dev_file=tmp_path / "dev.csv", positive_label="eggs")
+    with pytest.raises(ConfigError, match="--positive-label is for your own"):
+        load_task_data("sst2", positive_label="positive")

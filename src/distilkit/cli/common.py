@@ -36,6 +36,8 @@ RegressionOpt = typer.Option(False, "--regression", help="Labels are numbers (re
 MultiLabelOpt = typer.Option(False, "--multi-label", help="Tags: the label column holds any number of labels per row, "
                              "joined by --label-separator (an empty cell: no tags); one sigmoid output per tag.")
 LabelSepOpt = typer.Option("|", "--label-separator", help="--multi-label: what separates the tags of a label cell.")
+PositiveLabelOpt = typer.Option(None, "--positive-label", help="Two labels: the one whose F1 is scored (default: the "
+                                "second in sorted order).")
 ThresholdOpt = typer.Option(None, "--threshold", help="Multi-label models: answer every label whose probability is "
                             "above it (default 0.5).")
 TrainLimitOpt = typer.Option(None, "--train-limit", help="Use only the first N training rows.")

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, LoggingStepsOpt,
-                     MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt,
+                     PositiveLabelOpt, MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt,
+                     ResumeOpt, SaveStepsOpt,
                      TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, command, console, int_list,
                      print_metrics, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim,
                      HeadsOpt, HiddenSizeOpt, ScoreRowsOpt, IntermediateSizeOpt, SizeOpt, parse_width, student_width)
@@ -98,6 +99,7 @@ def run(
     dev: Optional[Path] = DevFileOpt, text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt,
     label_column: str = LabelColOpt, regression: bool = RegressionOpt,
     multi_label: bool = MultiLabelOpt, label_separator: str = LabelSepOpt,
+    positive_label: Optional[str] = PositiveLabelOpt,
     train_limit: Optional[int] = typer.Option(RUN_RECIPE["train_limit"], "--train-limit",
                                               help="Training rows used (0: all). The default keeps the run under 20 min."),
     dev_limit: Optional[int] = DevLimitOpt,
@@ -135,7 +137,7 @@ def run(
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
                        train_limit=train_limit or None, dev_limit=dev_limit, multi_label=multi_label,
-                       label_separator=label_separator)
+                       label_separator=label_separator, positive_label=positive_label)
     shared = {"batch_size": batch_size, "max_length": max_length, "seed": seed, "bf16": bf16, "save_steps": save_steps,
               "logging_steps": logging_steps}
     metrics = run_pipeline(teacher_path(teacher), d, out, TrainConfig(epochs=teacher_epochs, learning_rate=teacher_lr, **shared),

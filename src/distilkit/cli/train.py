@@ -9,7 +9,8 @@ import typer
 
 from ..errors import ConfigError
 from .common import (DataOpt, DevFileOpt, DevLimitOpt, LabelColOpt, LabelSepOpt, LayersOpt, LoggingStepsOpt,
-                     MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt, ResumeOpt, SaveStepsOpt,
+                     PositiveLabelOpt, MultiLabelOpt, NumLayersOpt, OverwriteOpt, PairColOpt, RegressionOpt,
+                     ResumeOpt, SaveStepsOpt,
                      TaskOpt, TeacherOpt, TextColOpt, TrainFileOpt, TrainLimitOpt, cache_root, command, console,
                      print_metrics, print_params, teacher_path, TrimVocabOpt, VocabCorpusOpt, VocabSizeOpt, vocab_trim,
                      HeadsOpt, HiddenSizeOpt, ScoreRowsOpt, IntermediateSizeOpt, student_width)
@@ -47,6 +48,7 @@ def finetune(
     dev: Optional[Path] = DevFileOpt, text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt,
     label_column: str = LabelColOpt, regression: bool = RegressionOpt, train_limit: Optional[int] = TrainLimitOpt,
     dev_limit: Optional[int] = DevLimitOpt, multi_label: bool = MultiLabelOpt, label_separator: str = LabelSepOpt,
+    positive_label: Optional[str] = PositiveLabelOpt,
     epochs: float = 2.0, batch_size: int = 32, lr: float = 5e-5, max_length: int = 128, seed: int = 42,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: when supported)."),
     force: bool = typer.Option(False, "--force", help="Fine-tune even when the teacher already has a task head."),
@@ -61,7 +63,7 @@ def finetune(
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
                        train_limit=train_limit, dev_limit=dev_limit, multi_label=multi_label,
-                       label_separator=label_separator)
+                       label_separator=label_separator, positive_label=positive_label)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16,
                       save_steps=save_steps, logging_steps=logging_steps)
     info = finetune_teacher(teacher_path(teacher), d, cfg, out, overwrite=overwrite, resume=resume, force=force)
@@ -78,6 +80,7 @@ def task_cmd(
     dev: Optional[Path] = DevFileOpt, text_column: str = TextColOpt, text_pair_column: Optional[str] = PairColOpt,
     label_column: str = LabelColOpt, regression: bool = RegressionOpt, train_limit: Optional[int] = TrainLimitOpt,
     dev_limit: Optional[int] = DevLimitOpt, multi_label: bool = MultiLabelOpt, label_separator: str = LabelSepOpt,
+    positive_label: Optional[str] = PositiveLabelOpt,
     alpha: float = typer.Option(0.5, help="Weight of the soft-target loss (1-alpha on the gold labels)."),
     temperature: float = typer.Option(2.0, help="Softmax temperature of the soft targets."),
     cls_weight: float = typer.Option(0.0, help="Weight of the cosine loss between final [CLS] states."),
@@ -116,7 +119,7 @@ def task_cmd(
     d = load_task_data(task=task, data_dir=data, train_file=train, dev_file=dev, text_column=text_column,
                        text_pair_column=text_pair_column, label_column=label_column, regression=regression,
                        train_limit=train_limit, dev_limit=dev_limit, unlabeled=unlabeled, multi_label=multi_label,
-                       label_separator=label_separator)
+                       label_separator=label_separator, positive_label=positive_label)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length, seed=seed, bf16=bf16,
                       save_steps=save_steps, logging_steps=logging_steps)
     info = distil_task(teacher_path(teacher), d, cfg, dcfg, out, cache_dir or cache_root(), student=student_dir,

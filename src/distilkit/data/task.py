@@ -59,8 +59,12 @@ class TaskData:
         return "text_pair" in self.train.column_names
 
 
-def check_label_options(multi_label: bool, regression: bool, label_separator: str, own_files: bool = True) -> None:
+def check_label_options(multi_label: bool, regression: bool, label_separator: str, own_files: bool = True,
+                        positive_label: str | None = None) -> None:
     """Refuse label options that exclude each other, naming them."""
+    if positive_label is not None and (multi_label or regression or not own_files):
+        raise ConfigError("--positive-label is for your own --train/--dev files with two labels, not with "
+                          "--multi-label, --regression or a GLUE task (GLUE defines its positive class)")
     if multi_label and regression:
         raise ConfigError("--multi-label and --regression exclude each other: tags are classes, not numbers")
     if multi_label and not own_files:
@@ -83,6 +87,7 @@ def load_task_data(
     unlabeled: str | Path | None = None,
     multi_label: bool = False,
     label_separator: str = "|",
+    positive_label: str | None = None,
 ) -> TaskData:
     """Load a GLUE task (from `data_dir`, else ../shared/data/glue when present, else the hub)
     or, when `train_file` is given, the user's own CSV/TSV/JSONL train and dev files.
@@ -91,10 +96,14 @@ def load_task_data(
     task's test splits, whose labels are hidden) or a CSV/TSV/JSONL file with the training text columns.
 
     `multi_label` (the user's files only): the label column holds tags joined by `label_separator`, any number
-    per row, an empty cell meaning none; the label names are the sorted tags of the training file."""
-    check_label_options(multi_label, regression, label_separator, own_files=train_file is not None)
+    per row, an empty cell meaning none; the label names are the sorted tags of the training file.
+
+    `positive_label` (the user's files, two labels): the label whose F1 is scored, made label id 1; by default
+    the second of the two in sorted order."""
+    check_label_options(multi_label, regression, label_separator, own_files=train_file is not None,
+                        positive_label=positive_label)
     data = _load_labelled(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column,
-                          regression, train_limit, dev_limit, multi_label, label_separator)
+                          regression, train_limit, dev_limit, multi_label, label_separator, positive_label)
     if unlabeled is not None:
         data.unlabeled = _load_unlabeled(str(unlabeled), data, text_column, text_pair_column)
         data.unlabeled_from = str(unlabeled)
@@ -134,20 +143,29 @@ def _file_metrics(regression: bool, multi_label: bool, labels: list[str] | None)
 
 
 def _load_labelled(task, data_dir, train_file, dev_file, text_column, text_pair_column, label_column, regression,
-                   train_limit, dev_limit, multi_label=False, label_separator="|") -> TaskData:
+                   train_limit, dev_limit, multi_label=False, label_separator="|", positive_label=None) -> TaskData:
     if train_file is not None:
         if dev_file is None:
             raise DataError("--train needs --dev: a labelled file to evaluate on")
         tags = {"multi_label": multi_label, "label_separator": label_separator}
         train, labels = load_table(train_file, text_column, label_column, text_pair_column, regression, None, train_limit,
                                    **tags)
+        if positive_label is not None:
+            if len(labels) != 2 or positive_label not in labels:
+                raise DataError(f"--positive-label {positive_label!r}: expected one of the two labels of {train_file}, "
+                                f"which has {labels}")
+            if labels[1] != positive_label:  # the positive class is label id 1 (what F1 scores)
+                labels = [labels[1], labels[0]]
+                train, _ = load_table(train_file, text_column, label_column, text_pair_column, False, labels,
+                                      train_limit)
         dev, _ = load_table(dev_file, text_column, label_column, text_pair_column, regression, labels, dev_limit, **tags)
         metrics = _file_metrics(regression, multi_label, labels)
         name = Path(train_file).stem if task in (None, "sst2") else task
         source = {"train_file": str(train_file), "dev_file": str(dev_file), "text_column": text_column,
                   **({"text_pair_column": text_pair_column} if text_pair_column else {}),
                   "label_column": label_column, **({"regression": True} if regression else {}),
-                  **({"multi_label": True, "label_separator": label_separator} if multi_label else {})}
+                  **({"multi_label": True, "label_separator": label_separator} if multi_label else {}),
+                  **({"positive_label": positive_label} if positive_label is not None else {})}
         return TaskData(name, train, {"dev": dev}, metrics, labels, source, multi_label=multi_label)
 
     spec = get_task(task or "sst2")

@@ -85,8 +85,10 @@ def write_report(metrics: dict, out: Path) -> Path:
             f"| {name} | {values} | {m['score'] * 100:.2f} | {m['score'] / teacher_score * 100:.1f}% | "
             f"{m['parameters']['total'] / 1e6:.2f}M | {metrics['train_seconds'].get(name, 0):.0f} |"
         )
-    if metrics.get("f1_label") is not None:  # the user's own binary labels: F1 is of the second in sorted order
-        lines += ["", f"f1: of the label `{metrics['f1_label']}` (the second of the two in sorted order)."]
+    if metrics.get("f1_label") is not None:  # the user's own two labels: which one F1 scores
+        chosen = "--positive-label" if "positive_label" in metrics["data"] else ("the second of the two in sorted "
+                                                                                  "order; --positive-label chooses")
+        lines += ["", f"f1: of the label `{metrics['f1_label']}` ({chosen})."]
     lines += size_table(metrics.get("size"))
     lines += [
         "",

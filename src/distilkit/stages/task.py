@@ -51,12 +51,14 @@ def training_data(teacher: str, task: str | None = None, data_dir: str | Path | 
         text_pair_column = recorded.get("text_pair_column")
         task = read_record(teacher).get("task")
         regression = bool(recorded.get("regression"))
+        positive_label = recorded.get("positive_label")  # the teacher's label order
     else:
         task = task or (recorded.get("glue_task") if train_file is None else None) or "sst2"
-        regression = False
+        regression, positive_label = False, None
     return load_task_data(task=task, data_dir=data_dir, train_file=train_file, dev_file=dev_file,
                           text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
-                          regression=regression, train_limit=train_limit, dev_limit=dev_limit)
+                          regression=regression, train_limit=train_limit, dev_limit=dev_limit,
+                          positive_label=positive_label)
 
 
 def _label_maps(data: TaskData) -> dict | None:
