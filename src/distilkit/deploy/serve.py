@@ -14,10 +14,10 @@ would cost twice the CPU per request; FastAPI still serves /docs, /health, /metr
 Requests put their texts on one asyncio queue; a single worker task takes up to `max_batch` texts (what queued
 while the model was busy; with `max_wait_ms` above 0 it also waits that long after the first for more), runs the
 backend in a thread so the event loop keeps answering, and answers each request as soon as the model call
-holding its texts is done (the batch runs as length-sorted calls of `sub_batch` texts), so answers go out
-while the rest of the batch runs. Waiting is off by
-default: under load the batches fill while the model runs anyway, and a lone request should not wait. Limits give 413 (sizes), 422 (shape), 503 (queue full),
-504 (timeout); shutting down stops new work and drains what is queued.
+holding its texts is done (the batch runs as length-sorted calls of `sub_batch` texts), so answers go out while
+the rest of the batch runs. Waiting is off by default: under load the batches fill while the model runs anyway,
+and a lone request should not wait. Limits give 413 (sizes), 422 (shape), 503 (queue full), 504 (timeout);
+shutting down stops new work and drains what is queued.
 """
 
 from __future__ import annotations
@@ -280,27 +280,31 @@ class Batcher:
                             [pair for _, pair, _, _ in items] if paired else None, self.limits.sub_batch,
                             on_batch=lambda idx, logits: deliver([items[i] for i in idx], self._rows(logits)))
 
+    async def _run_batch(self, live: list[tuple]) -> None:
+        """Run one batch in the model thread; each model call's rows go to their requests on the event loop."""
+        loop = asyncio.get_running_loop()
+        self.metrics.batches += 1
+        number, start = self.metrics.batches, time.perf_counter()
+
+        def give(items: list[tuple], rows: list) -> None:  # on the event loop
+            seconds = time.perf_counter() - start
+            for (_, _, pending, i), row in zip(items, rows):
+                pending.timing.ran(number, start, len(live), seconds)
+                pending.done(i, row)
+
+        await loop.run_in_executor(self.executor, self._predict, live,
+                                   lambda items, rows: loop.call_soon_threadsafe(give, items, rows))
+        self.metrics.inference_seconds += time.perf_counter() - start
+        self.metrics.batch_texts += len(live)
+
     async def run(self) -> None:
         """The worker: batch, run in the model thread, hand each request its rows; forever."""
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
             live = [item for item in batch if not item[2].future.done()]  # skip texts of timed-out requests
-            self.metrics.batches += bool(live)
-            number, start = self.metrics.batches, time.perf_counter()
-
-            def give(items: list[tuple], rows: list) -> None:  # on the event loop
-                seconds = time.perf_counter() - start
-                for (_, _, pending, i), row in zip(items, rows):
-                    pending.timing.ran(number, start, len(live), seconds)
-                    pending.done(i, row)
-
             try:
                 if live:
-                    await loop.run_in_executor(
-                        self.executor, self._predict, live, lambda items, rows: loop.call_soon_threadsafe(give, items, rows))
-                    self.metrics.inference_seconds += time.perf_counter() - start
-                    self.metrics.batch_texts += len(live)
+                    await self._run_batch(live)
             except Exception as err:  # noqa: BLE001 - the worker must survive; the requests get a 500
                 for _, _, pending, _ in live:
                     if not pending.future.done():
