@@ -214,6 +214,15 @@ def offline_in_server_batches(model, texts: list[str], batch: int, sub_batch: in
     return {"batch_size": batch, "sub_batch": sub_batch, "seconds": seconds, "texts_per_s": total / seconds}
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux /proc), or None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def run_async(coro):
     """Run `coro` on uvloop when installed (as uvicorn[standard] brings), else on asyncio's loop."""
     try:
@@ -253,13 +262,17 @@ def main() -> None:
         health = wait_ready(url, proc)
         run_async(load(url, texts, min(64, args.requests), args.concurrency, args.texts_per_request))  # warm-up
         before = server_metrics(url)
+        cpu_before = (time.process_time(), process_cpu_seconds(proc.pid))
         served = run_async(load(url, texts, args.requests, args.concurrency, args.texts_per_request))
+        cpu_after = (time.process_time(), process_cpu_seconds(proc.pid))
         after = server_metrics(url)
         batches = after["batches"] - before["batches"]
         served["server_batches"] = batches
         served["server_mean_batch_size"] = served["texts_per_s"] * served["seconds"] / batches if batches else None
         served["server_model_busy"] = (after["inference_seconds"] - before["inference_seconds"]) / served["seconds"]
         served["server_per_request"] = after["per_request"]  # p50/p99 over the server's last --metrics-window requests
+        served["cpu_seconds"] = {"client": cpu_after[0] - cpu_before[0], "server": None if cpu_before[1] is None
+                                 else cpu_after[1] - cpu_before[1]}  # where the cores went during the load
         served["errors"] = sum(v for k, v in served["status_counts"].items() if k != "200") + served["transport_errors"]
         single = None
         if args.single_requests:
@@ -303,6 +316,10 @@ def main() -> None:
           f"{served['texts_per_s']:.0f} texts/s, errors {served['errors']} (5xx {served['count_5xx']}, transport "
           f"{served['transport_errors']}), mean batch {served['server_mean_batch_size'] or 0:.1f}, the model busy "
           f"{100 * served['server_model_busy']:.0f}% of the time")
+    cpu = served["cpu_seconds"]
+    if cpu["server"] is not None:
+        print(f"cores busy (of {os.cpu_count()}): server {cpu['server'] / served['seconds']:.2f}, load client "
+              f"{cpu['client'] / served['seconds']:.2f}")
     print("server, per request (p50 / p99): " + ", ".join(
         f"{key.replace('_', ' ')} {v['p50']:.1f} / {v['p99']:.1f}" for key, v in server.items()))
     print(f"offline {offline['texts_per_s']:.0f} texts/s; served/offline throughput "

@@ -82,8 +82,10 @@ def test_export_writes_checked_ir_files_and_records_them(ov_classifier):
 def test_openvino_fp32_logits_equal_torch(ov_classifier, dev_texts):
     folder, _, _ = ov_classifier
     torch_model, ov_model = load_backend(folder, "torch"), load_backend(folder, "openvino")
-    assert ov_model.name == "openvino"
-    for batch in (1, 3, 16):  # dynamic batch and sequence axes
+    assert ov_model.name == "openvino" and ov_model.packs  # a DistilBERT classifier: the packed graph
+    packing = json.loads((folder / "export.json").read_text())["openvino"]["packed"]
+    assert packing["inputs"][:4] == ["input_ids", "position_ids", "text_index", "first_token"]
+    for batch in (1, 3, 16, 40):  # one text, several to a row, more rows than one call takes
         texts = dev_texts[:batch] + ["good " * 20]
         np.testing.assert_allclose(ov_model(texts), torch_model(texts), atol=1e-4)
 

@@ -53,6 +53,7 @@ from ..tags import MULTI_LABEL
 from .backends import (BF16_HINTS, EXPORTED_FILES, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, BackendError,
                        OpenVinoBackend, OrtBackend, TorchBackend, import_openvino, predict_all)
 from .bench import time_blocks
+from .packing import MASK_FORMS, MAX_ROWS, ROW_TOKENS, packed_calls, packed_classifier
 
 OPSET = 17
 CALIBRATION_SIZE = 300  # texts NNCF calibrates the int8 IR on (its default subset size)
@@ -97,6 +98,53 @@ def torch_to_onnx(model, tokenizer, path: Path, opset: int = OPSET, embedding: b
         torch.onnx.export(Output().eval(), tuple(sample[n] for n in names), str(path), input_names=names,
                           output_names=[output], dynamic_axes=axes, opset_version=opset, dynamo=False)
     return names
+
+
+PACKING_CHECK = (["a good film", "the plot was dull and the actors were not much better", "fine", "not at all what "
+                  "i hoped for, and far too long", "yes", "an odd, sad and very funny story about two brothers"],
+                 ["it was fine", "bad", "a long answer that goes on and on for a while", "no", "maybe so", "ok"])
+
+
+def packed_onnx(model, tokenizer, path: Path, opset: int = OPSET) -> dict:
+    """The classifier as a packed graph (deploy/packing.py) at `path`, once torch shows that packed calls give the
+    padded logits on a few texts, several to a row. Returns what export.json records: the graph's inputs and the
+    largest logit difference, or {"skipped": why} (the family's model cannot run packed; OpenVINO then gets the
+    padded graph)."""
+    import torch
+
+    names = ["input_ids", "position_ids", "text_index", "first_token"]
+    if "token_type_ids" in tokenizer.model_input_names and "token_type_ids" in model_inputs(model):
+        names.append("token_type_ids")
+    texts, pairs = PACKING_CHECK  # as pairs, so token type ids are checked too
+    enc = {k: v.astype(np.int64) for k, v in tokenizer(texts, pairs, padding=True, return_tensors="np").items()}
+    with torch.no_grad():
+        ref = model(**{k: torch.from_numpy(v) for k, v in enc.items() if k in model_inputs(model)}).logits.numpy()
+    calls = packed_calls(enc, tokenizer.pad_token_id or 0, row_tokens=48, max_rows=2)
+    tried = []
+    for form in MASK_FORMS:  # the first way of giving the mask that the model's packed logits agree with
+        packed = packed_classifier(model, names, form)
+        try:
+            with torch.no_grad():
+                got = np.zeros_like(ref)
+                for idx, feed in calls:
+                    got[idx] = packed(*(torch.from_numpy(feed[n]) for n in names)).numpy()
+        except Exception as e:  # noqa: BLE001 - any failure means: try the next form, else keep the padded graph
+            tried.append(f"{form} mask: {type(e).__name__}: {e}")
+            continue
+        diff = float(np.abs(ref - got).max())
+        if diff <= 1e-4:
+            break
+        tried.append(f"{form} mask: the logits differ from the padded ones by {diff:.2g}")
+    else:
+        return {"skipped": f"{type(model).__name__} does not run packed ({'; '.join(tried)})"}
+    with torch.no_grad():
+        axes = {n: {0: "texts"} if n == "first_token" else {0: "rows", 1: "tokens"} for n in names}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer warnings
+            torch.onnx.export(packed, tuple(torch.from_numpy(calls[0][1][n]) for n in names), str(path),
+                              input_names=names, output_names=["logits"], dynamic_axes=axes | {"logits": {0: "texts"}},
+                              opset_version=opset, dynamo=False)
+    return {"inputs": names, "mask": form, "row_tokens": ROW_TOKENS, "max_rows": MAX_ROWS, "max_abs_logit_diff": diff}
 
 
 def optimize(raw: Path, config, path: Path) -> dict:
@@ -344,6 +392,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         tmp = Path(tmp).resolve()
         info["inputs"] = torch_to_onnx(model, tokenizer, tmp / "raw.onnx", opset, embedding)
+        packing = packed_onnx(model, tokenizer, tmp / "packed.onnx", opset) if openvino and not embedding else None
         optimizer = optimize(tmp / "raw.onnx", model.config, tmp / ONNX_FP32)
         info["fused_operators"] = optimizer.pop("fused_operators")
         info["optimizer"] = optimizer
@@ -355,7 +404,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
         reference = TorchBackend(model_dir, max_length) if data is not None else None
         if openvino:
             info["openvino"] = export_openvino(tmp, files, tokenizer, data, quantize, sentences_source,
-                                               reference.max_length if reference else max_length or 128)
+                                               reference.max_length if reference else max_length or 128, packing)
         failed, passed_hints = [], []
         candidates = {}
         if data is not None:
@@ -413,13 +462,15 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
 
 
 def export_openvino(tmp: Path, files: dict, tokenizer, data, quantize: bool, sentences_source: str | None,
-                    max_length: int) -> dict:
-    """The OpenVINO IR files in `tmp` (added to `files`): fp32 from the raw ONNX graph, int8 by NNCF when
-    `quantize` and there is `data` to calibrate on. Returns what export.json records about them."""
-    onnx_to_openvino(tmp / "raw.onnx", tmp / OV_FP32)
+                    max_length: int, packing: dict | None = None) -> dict:
+    """The OpenVINO IR files in `tmp` (added to `files`): fp32 from the raw ONNX graph (the packed one when
+    `packing` says it was written), int8 by NNCF when `quantize` and there is `data` to calibrate on. Returns what
+    export.json records about them."""
+    packed = packing is not None and "skipped" not in packing
+    onnx_to_openvino(tmp / ("packed.onnx" if packed else "raw.onnx"), tmp / OV_FP32)
     files["openvino"] = tmp / OV_FP32
     info = {"version": version_of("openvino"), "source": "the torch.onnx.export graph (before ORT's fusions)",
-            "weights": "fp32", "int8": None}
+            "weights": "fp32", "packed": packing, "int8": None}
     if not quantize:
         return info
     if data is None:
@@ -429,6 +480,8 @@ def export_openvino(tmp: Path, files: dict, tokenizer, data, quantize: bool, sen
     calibration = [{k: v.astype(np.int64) for k, v in tokenizer(
         [t], [pairs[i]] if pairs is not None else None, truncation=True, max_length=max_length,
         return_tensors="np").items()} for i, t in enumerate(texts)]
+    if packed:  # one text a call, as before: the statistics of each token do not depend on packing
+        calibration = [packed_calls(enc, tokenizer.pad_token_id or 0)[0][1] for enc in calibration]
     quantize_openvino(tmp / OV_FP32, tmp / OV_INT8, calibration)
     files["openvino-int8"] = tmp / OV_INT8
     info["int8"] = {"method": "nncf.quantize (static: int8 weights and activations)", "model_type": "transformer",
