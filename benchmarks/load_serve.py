@@ -57,7 +57,7 @@ def load_texts(path: str | None, limit: int = 2000) -> list[str]:
 def start_server(args, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "distilkit.cli", "serve", args.model_dir, "--port", str(port), "--backend",
            args.backend, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-           "--sub-batch", str(args.sub_batch), "--metrics-window", str(args.metrics_window),
+           *(["--sub-batch", str(args.sub_batch)] if args.sub_batch else []), "--metrics-window", str(args.metrics_window),
            "--max-queue", str(max(1024, args.concurrency * args.texts_per_request * 2))]
     log = open(args.log, "w") if args.log else subprocess.DEVNULL
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -201,8 +201,8 @@ def offline_throughput(model, texts: list[str], batch: int, total: int) -> dict:
 
 def offline_in_server_batches(model, texts: list[str], batch: int, sub_batch: int, total: int) -> dict:
     """texts/s of the same backend on the texts in the order the clients send them, in chunks of `batch` each run as
-    the server runs a batch (length-sorted calls of `sub_batch`): the most a server can do with batches that hold
-    whatever arrived, before any HTTP work. Offline sorts all texts by length, which no server can."""
+    the server runs a batch (calls of `sub_batch`): the most a server can do with batches that hold whatever
+    arrived, before any HTTP work. Offline sorts all texts by length (padded models), which no server can."""
     from distilkit.deploy.backends import predict_all
 
     sample = [texts[i % len(texts)] for i in range(total)]
@@ -242,7 +242,7 @@ def main() -> None:
     p.add_argument("--texts-per-request", type=int, default=1)
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=0.0)
-    p.add_argument("--sub-batch", type=int, default=8)
+    p.add_argument("--sub-batch", type=int, help="Texts per model call (default: the server's, 8 or 16 packed).")
     p.add_argument("--metrics-window", type=int, help="Requests the server's p50/p99 cover (default --requests: "
                                                      "exactly the measured run, as the warm-up comes before it).")
     p.add_argument("--texts", help="File of texts to send, one per line (default: SST-2 dev).")
@@ -289,8 +289,10 @@ def main() -> None:
             proc.kill()
             code = "killed"
     from distilkit.deploy.backends import load_backend
+    from distilkit.deploy.serve import Limits
 
     model = load_backend(args.model_dir, health["backend"])
+    args.sub_batch = Limits(max_batch=args.max_batch, sub_batch=args.sub_batch).texts_per_call(model.packs)
     offline = offline_throughput(model, texts, args.max_batch, args.requests * args.texts_per_request)
     in_batches = offline_in_server_batches(model, texts, args.max_batch, args.sub_batch,
                                            args.requests * args.texts_per_request)

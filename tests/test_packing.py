@@ -113,3 +113,27 @@ def test_packed_graph_gives_the_padded_logits(family, tmp_path):
     for idx, feed in calls:
         got[idx] = session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})[0]
     np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_a_packing_backend_gets_texts_in_input_order_and_serves_calls_of_16():
+    """predict_all sorts texts by length for padded calls only; a packing backend takes them as they come (mixed
+    lengths pack better), and the server gives it 16 texts a call unless --sub-batch says otherwise."""
+    from distilkit.deploy.backends import predict_all
+    from distilkit.deploy.serve import Limits
+
+    class Recording:
+        output_dim, calls = 1, []
+
+        def __call__(self, texts, pairs=None):
+            self.calls.append(list(texts))
+            return np.array([[len(t)] for t in texts], dtype=np.float32)
+
+    texts = ["a much longer text", "b", "medium one", "cc", "a fairly long text again"]
+    for packs, first_call in ((False, ["b", "cc"]), (True, texts[:2])):
+        backend = Recording()
+        backend.packs, backend.calls = packs, []
+        logits = predict_all(backend, texts, batch_size=2)
+        assert backend.calls[0] == first_call
+        assert logits[:, 0].tolist() == [len(t) for t in texts]  # in input order either way
+    assert (Limits().texts_per_call(False), Limits().texts_per_call(True)) == (8, 16)
+    assert Limits(sub_batch=4).texts_per_call(True) == 4 and Limits(max_batch=10).texts_per_call(True) == 10

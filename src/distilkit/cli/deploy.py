@@ -179,7 +179,8 @@ def serve(
     max_batch: int = typer.Option(32, "--max-batch", help="Most texts in one model call."),
     max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="Longest wait for a batch to fill; 0: a batch is "
                                       "every text that queued while the model was busy (no wait when idle)."),
-    sub_batch: int = typer.Option(8, "--sub-batch", help="Texts per model call within a batch, sorted by length."),
+    sub_batch: Optional[int] = typer.Option(None, "--sub-batch", help="Texts per model call within a batch "
+                                            "(default: 8, sorted by length; 16 for a packed OpenVINO model)."),
     max_texts: int = typer.Option(64, "--max-texts", help="Most texts in one request (413 beyond)."),
     max_chars: int = typer.Option(2000, "--max-chars", help="Most characters in one text (413 beyond)."),
     max_queue: int = typer.Option(1024, "--max-queue", help="Most texts waiting (503 beyond)."),
