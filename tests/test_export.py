@@ -220,3 +220,17 @@ def test_threads_reach_every_runtime_and_bench_records_them(tiny_student, tmp_pa
         torch.set_num_threads(before)
     bad = runner.invoke(app, ["predict", str(tiny_student), "good", "--threads", "0"])
     assert bad.exit_code == 2 and "--threads 0: expected a number >= 1" in bad.output
+
+
+def test_bench_counts_the_parameters_of_an_export_only_folder(tiny_student, tmp_path):  # noqa: F811
+    """A folder of exported files without safetensors weights (`distil export --out`) is benched on its files; its
+    parameters come from its config (the model built on the meta device), the same count as the weights give."""
+    from distilkit.deploy.bench import model_facts
+    from distilkit.deploy.export import export_onnx
+
+    exported = tmp_path / "onnx"
+    export_onnx(tiny_student, exported, quantize=False)
+    assert not list(exported.glob("*.safetensors"))
+    facts, weights = model_facts(exported, {}), model_facts(tiny_student, {})
+    assert facts["parameters"] == weights["parameters"] and facts["parameters"]["total"] > 0
+    assert "model.onnx" in facts["files"] and facts["layers"] == weights["layers"]

@@ -20,7 +20,7 @@ import numpy as np
 from ..artifacts import save_figure, write_json, write_text
 from ..errors import UserError
 from ..hardware import bf16_supported, busy_cores, hardware, keep_freed_memory, num_cores
-from ..models.loading import count_parameters, load_classifier, load_encoder
+from ..models.loading import count_parameters, load_classifier, load_encoder, model_shape
 from ..models.pooling import is_embedding_model
 from .backends import EXPORTED_FILES, available_backends, load_backend
 
@@ -111,9 +111,14 @@ def matmul_peaks(n: int = 1024, repeats: int = 5, threads: int | None = None) ->
 
 
 def model_facts(model_dir: Path, backends: dict) -> dict:
-    """Parameters and file sizes (bytes) of a model folder."""
-    load = load_encoder if is_embedding_model(model_dir) else load_classifier
-    torch_model = backends["torch"].model if "torch" in backends else load(str(model_dir))
+    """Parameters and file sizes (bytes) of a model folder (an export-only folder: parameters from its config)."""
+    embedding = is_embedding_model(model_dir)
+    if "torch" in backends:
+        torch_model = backends["torch"].model
+    elif any(model_dir.glob("*.safetensors")):
+        torch_model = (load_encoder if embedding else load_classifier)(str(model_dir))
+    else:
+        torch_model = model_shape(model_dir, embedding)
     files = {p.name: p.stat().st_size for p in sorted(model_dir.glob("*.safetensors"))}
     files.update({f: (model_dir / f).stat().st_size for f in EXPORTED_FILES if (model_dir / f).exists()})
     return {"path": str(model_dir), "model_type": torch_model.config.model_type,

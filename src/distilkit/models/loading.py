@@ -41,6 +41,16 @@ def load_any(path: str):
     return AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
 
 
+def model_shape(path: str | Path, embedding: bool = False):
+    """The model a folder's config describes, on the meta device (shapes, no weights): what an export-only folder
+    (ONNX / OpenVINO files, no safetensors) has parameters of."""
+    import torch
+
+    config = load_config(str(path))
+    with torch.device("meta"):
+        return (AutoModel if embedding else AutoModelForSequenceClassification).from_config(config)
+
+
 def model_inputs(model) -> set[str]:
     """Names the model's forward accepts (DistilBERT takes no token_type_ids)."""
     return set(inspect.signature(model.forward).parameters)
