@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distilkit.deploy.packing import pack_rows, packed_calls
+from distilkit.deploy.packing import pack_rows, packed_calls, round_up
 
 from .family_fixtures import FAMILY_NAMES, make_family_teacher
 
@@ -37,8 +37,8 @@ def test_pack_rows_places_every_text_once_within_the_capacity():
 
 
 @pytest.mark.parametrize("right", [True, False])
-def test_packed_calls_keep_each_texts_tokens_positions_and_types(right):
-    lengths = [9, 3, 17, 5, 40, 2, 11]
+@pytest.mark.parametrize("lengths", [[9, 3, 17, 5, 40, 2, 11], [13]])  # several texts; one (its own short path)
+def test_packed_calls_keep_each_texts_tokens_positions_and_types(right, lengths):
     enc = padded(lengths, right=right, types=True)
     calls = packed_calls(enc, pad_id=0, multiple=16, row_tokens=24, max_rows=2)
     seen = []
@@ -58,7 +58,9 @@ def test_packed_calls_keep_each_texts_tokens_positions_and_types(right):
         assert (flat["input_ids"][flat["text_index"] < 0] == 0).all()
         seen += list(idx)
     assert sorted(seen) == list(range(len(lengths)))
-    assert max(feed["input_ids"].shape[1] for _, feed in calls) == 48  # the 40-token text: its own row, 48 wide
+    assert max(feed["input_ids"].shape[1] for _, feed in calls) == round_up(max(lengths), 16)  # the longest: its own row
+    for _, feed in calls:
+        assert (feed["position_ids"][feed["text_index"] < 0] == 0).all() and feed["first_token"].dtype == np.int64
 
 
 def test_packing_needs_fewer_positions_than_padding():

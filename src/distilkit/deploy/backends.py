@@ -223,6 +223,7 @@ class OpenVinoBackend(Backend):
             "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": threads or num_cores()})
         self.request = self.compiled.create_infer_request()
+        self.ov = ov
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         self.packs = all(n in self.input_names for n in PACKED_INPUTS)
         self.bf16 = bf16
@@ -240,15 +241,25 @@ class OpenVinoBackend(Backend):
             self.forward({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
         return len(shapes)
 
+    def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """The output of one call on `feed` (every input of the IR), as a view of the request's own output buffer:
+        the next call overwrites it. Each input is set as a tensor sharing the array's memory and the request runs
+        without arguments: `InferRequest.infer(dict)` converts its inputs and outputs in Python, which cost ~0.1 ms
+        a call (3 x 256 int8 student, b1 s128: 1.23 against 1.13 ms)."""
+        for i, name in enumerate(self.input_names):
+            self.request.set_input_tensor(i, self.ov.Tensor(np.ascontiguousarray(feed[name]), shared_memory=True))
+        self.request.infer()
+        return self.request.get_output_tensor(0).data
+
     def forward(self, inputs):
         if self.packs:
-            logits = np.zeros((len(inputs["input_ids"]), self.output_dim), dtype=np.float32)
+            logits = np.empty((len(inputs["input_ids"]), self.output_dim), dtype=np.float32)
             for idx, feed in packed_calls(inputs, self.tokenizer.pad_token_id or 0, self.length_multiple or 1):
-                logits[idx] = self.request.infer({n: feed[n] for n in self.input_names})[self.compiled.output(0)]
+                logits[idx] = self.infer(feed)
             return logits
         ids = inputs["input_ids"]
         feed = {n: inputs[n] if n in inputs else np.zeros_like(ids) for n in self.input_names}
-        out = np.asarray(self.request.infer(feed)[self.compiled.output(0)], dtype=np.float32)
+        out = np.asarray(self.infer(feed), dtype=np.float32)
         if not self.embedding:
             return out.copy()
         return pool_numpy(out, inputs.get("attention_mask", np.ones_like(ids)), self.pooling)

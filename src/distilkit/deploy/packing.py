@@ -54,6 +54,8 @@ def packed_calls(enc: dict[str, np.ndarray], pad_id: int, multiple: int = 16, ro
     """Padded encodings (input_ids, attention_mask and maybe token_type_ids: (texts, tokens)) as packed model calls:
     (the texts' indices, the call's inputs) each, at most `max_rows` rows of a multiple of `multiple` tokens.
     A row holds max(row_tokens, the longest text) tokens."""
+    if len(enc["input_ids"]) == 1:
+        return [(np.zeros(1, np.int64), packed_text(enc, pad_id, multiple))]
     mask = enc["attention_mask"].astype(bool)
     lengths = mask.sum(1)
     tokens = [np.flatnonzero(m) for m in mask]  # each text's real tokens (right or left padding)
@@ -85,6 +87,24 @@ def packed_calls(enc: dict[str, np.ndarray], pad_id: int, multiple: int = 16, ro
         feed["first_token"] = first
         calls.append((np.array(order, dtype=np.int64), feed))
     return calls
+
+
+def packed_text(enc: dict[str, np.ndarray], pad_id: int, multiple: int) -> dict[str, np.ndarray]:
+    """The packed inputs of a call of one text: what packed_calls builds for it, in a few array operations (each
+    operation costs more between model calls than in a loop of its own: the general path made a lone text's call
+    0.1 ms slower, 1.35 against 1.26 ms, on the 3 x 256 int8 student at 128 tokens)."""
+    real = enc["attention_mask"][0] > 0
+    n = int(real.sum())
+    width = round_up(n, multiple)
+    feed = {"input_ids": np.full((1, width), pad_id, np.int64), "position_ids": np.arange(width, dtype=np.int64)[None],
+            "text_index": np.zeros((1, width), np.int64), "first_token": np.zeros(1, np.int64)}
+    feed["input_ids"][0, :n] = enc["input_ids"][0][real]
+    feed["position_ids"][0, n:] = 0
+    feed["text_index"][0, n:] = -1
+    if "token_type_ids" in enc:
+        feed["token_type_ids"] = np.zeros((1, width), np.int64)
+        feed["token_type_ids"][0, :n] = enc["token_type_ids"][0][real]
+    return feed
 
 
 MASK_FORMS = ("additive", "binary")  # how models take a per-token attention mask: (rows, 1, tokens, tokens) of 0 / -inf
