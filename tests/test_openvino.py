@@ -167,8 +167,9 @@ def test_openvino_embeddings_equal_torch(ov_embedding, embedding_sentences):
     calibration = info["openvino"]["int8"]["calibration"]  # dev data only: part of it, said so
     assert calibration["split"] == "check sentences" and calibration["overlaps_check"] is True
     assert calibration["examples"] == len(embedding_sentences[::2])
+    assert info["openvino"]["packed"]["pooling"] == "mean" and load_backend(exported, "openvino").packs
     ref = load_backend(model, "torch")(embedding_sentences[:20])
-    got = load_backend(exported, "openvino")(embedding_sentences[:20])
+    got = load_backend(exported, "openvino")(embedding_sentences[:20])  # 20 sentences, several to a row
     cos = (ref * got).sum(-1) / (np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1))
     assert got.shape == ref.shape and cos.min() > 0.9999
     np.testing.assert_allclose(np.linalg.norm(got, axis=-1), 1, atol=1e-5)  # the pooling's normalisation

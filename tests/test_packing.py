@@ -102,7 +102,7 @@ def test_packed_graph_gives_the_padded_logits(family, tmp_path):
         assert "skipped" in record and not (tmp_path / "packed.onnx").exists()
         return
     assert "skipped" not in record, record
-    assert record["max_abs_logit_diff"] < 1e-4
+    assert record["max_abs_diff"] < 1e-4
     texts = ["good film", "a very bad plot and bad actors", "fine", "the film was not good at all , sadly", "ok"]
     pairs = ["bad", "good film", "a long and good plot", "fine", "not good"]
     enc = {k: v.astype(np.int64) for k, v in tokenizer(texts, pairs, padding=True, return_tensors="np").items()}
@@ -139,3 +139,35 @@ def test_a_packing_backend_gets_texts_in_input_order_and_serves_calls_of_16():
         assert logits[:, 0].tolist() == [len(t) for t in texts]  # in input order either way
     assert (Limits().texts_per_call(False), Limits().texts_per_call(True)) == (8, 16)
     assert Limits(sub_batch=4).texts_per_call(True) == 4 and Limits(max_batch=10).texts_per_call(True) == 10
+
+
+@pytest.mark.parametrize("mode", ["mean", "cls", "max"])
+def test_packed_embedding_graph_pools_like_the_padded_model(mode, tmp_path):
+    """An embedding model's packed graph pools each text's token states in the graph (mean or CLS) as the padded
+    model does; max pooling is refused by name and keeps the padded graph."""
+    import onnxruntime as ort
+    import torch
+
+    from distilkit.deploy.export import load_eager, packed_onnx
+    from distilkit.models.folders import load_tokenizer
+    from distilkit.models.pooling import pool
+
+    from .deploy_fixtures import make_embedding_teacher
+
+    folder = make_embedding_teacher(tmp_path / "model", mode=mode, normalize=False)
+    model, tokenizer = load_eager(folder, embedding=True), load_tokenizer(str(folder))
+    record = packed_onnx(model, tokenizer, tmp_path / "packed.onnx", pooling=mode)
+    if mode == "max":
+        assert record == {"skipped": "max pooling is not computed packed"}
+        return
+    assert record["output"] == "embeddings" and record["max_abs_diff"] < 1e-4
+    texts = ["good film", "a very bad plot and bad actors", "fine", "the film was not good at all , sadly", "ok"]
+    enc = {k: v.astype(np.int64) for k, v in tokenizer(texts, padding=True, return_tensors="np").items()}
+    with torch.no_grad():
+        feed = {k: torch.from_numpy(v) for k, v in enc.items()}
+        ref = pool(model(**feed).last_hidden_state, feed["attention_mask"], mode).numpy()
+    session = ort.InferenceSession(str(tmp_path / "packed.onnx"), providers=["CPUExecutionProvider"])
+    got = np.zeros_like(ref)
+    for idx, call in packed_calls(enc, tokenizer.pad_token_id or 0, row_tokens=32, max_rows=2):
+        got[idx] = session.run(None, {i.name: call[i.name] for i in session.get_inputs()})[0]
+    np.testing.assert_allclose(got, ref, atol=1e-4)

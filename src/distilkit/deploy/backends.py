@@ -253,10 +253,12 @@ class OpenVinoBackend(Backend):
 
     def forward(self, inputs):
         if self.packs:
-            logits = np.empty((len(inputs["input_ids"]), self.output_dim), dtype=np.float32)
+            out = np.empty((len(inputs["input_ids"]), self.output_dim), dtype=np.float32)
             for idx, feed in packed_calls(inputs, self.tokenizer.pad_token_id or 0, self.length_multiple or 1):
-                logits[idx] = self.infer(feed)
-            return logits
+                out[idx] = self.infer(feed)
+            if self.embedding:  # pooled in the graph: each text as one token state, normalised as the pooling says
+                return pool_numpy(out[:, None], np.ones((len(out), 1), np.int64), self.pooling)
+            return out
         ids = inputs["input_ids"]
         feed = {n: inputs[n] if n in inputs else np.zeros_like(ids) for n in self.input_names}
         out = np.asarray(self.infer(feed), dtype=np.float32)

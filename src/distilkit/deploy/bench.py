@@ -204,7 +204,8 @@ def run_bench(models: dict[str, str | Path], seqs: list[int] = (32, 128), batch:
     return {
         "hardware": {**hardware(threads), "load_average_at_start": load, "load_average_at_end": end_load,
                      "busy_cores_at_start": busy, "malloc": malloc},
-        "timed": "model forward only (token ids in, logits out); tokenisation excluded",
+        "timed": "model forward only (token ids in, logits out; a packed OpenVINO model packs them in the call); "
+                 "tokenisation excluded",
         "inputs": "synthetic token ids of exactly `seq` tokens ([CLS] random ids [SEP], seed 0), no padding",
         "method": {"rounds": rounds, "repeats_per_block": repeats, "warmup_per_block": warmup, "idle_s": idle_s,
                    "median": "median of the block medians", "spread": "(max - min) of the block medians / median"},

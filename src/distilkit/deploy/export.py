@@ -48,12 +48,12 @@ from ..metrics import evaluate_task_predictions, predictions, task_score
 from ..models.families import family_of
 from ..models.folders import ModelError, check_model_dir, is_pair_model, load_tokenizer, supported_config
 from ..models.loading import model_inputs
-from ..models.pooling import is_embedding_model
+from ..models.pooling import is_embedding_model, read_pooling
 from ..tags import MULTI_LABEL
 from .backends import (BF16_HINTS, EXPORTED_FILES, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, BackendError,
                        OpenVinoBackend, OrtBackend, TorchBackend, import_openvino, predict_all)
 from .bench import time_blocks
-from .packing import MASK_FORMS, MAX_ROWS, ROW_TOKENS, packed_calls, packed_classifier
+from .packing import MAX_ROWS, PACKED_POOLING, ROW_TOKENS, packed_calls, packed_model
 
 OPSET = 17
 CALIBRATION_SIZE = 300  # texts NNCF calibrates the int8 IR on (its default subset size)
@@ -105,46 +105,48 @@ PACKING_CHECK = (["a good film", "the plot was dull and the actors were not much
                  ["it was fine", "bad", "a long answer that goes on and on for a while", "no", "maybe so", "ok"])
 
 
-def packed_onnx(model, tokenizer, path: Path, opset: int = OPSET) -> dict:
-    """The classifier as a packed graph (deploy/packing.py) at `path`, once torch shows that packed calls give the
-    padded logits on a few texts, several to a row. Returns what export.json records: the graph's inputs and the
-    largest logit difference, or {"skipped": why} (the family's model cannot run packed; OpenVINO then gets the
-    padded graph)."""
+def packed_onnx(model, tokenizer, path: Path, opset: int = OPSET, pooling: str | None = None) -> dict:
+    """The model as a packed graph (deploy/packing.py) at `path`, once torch shows that packed calls give the padded
+    outputs on a few texts, several to a row: a classifier's logits, or an embedding model's token states pooled by
+    `pooling`. Returns what export.json records: the graph's inputs and the largest difference, or {"skipped": why}
+    (the family's model cannot run packed; OpenVINO then gets the padded graph)."""
     import torch
 
+    from ..models.pooling import pool
+
+    if pooling is not None and pooling not in PACKED_POOLING:
+        return {"skipped": f"{pooling} pooling is not computed packed"}
     names = ["input_ids", "position_ids", "text_index", "first_token"]
     if "token_type_ids" in tokenizer.model_input_names and "token_type_ids" in model_inputs(model):
         names.append("token_type_ids")
-    texts, pairs = PACKING_CHECK  # as pairs, so token type ids are checked too
-    enc = {k: v.astype(np.int64) for k, v in tokenizer(texts, pairs, padding=True, return_tensors="np").items()}
+    texts, pairs = PACKING_CHECK  # as pairs, so token type ids are checked too (an embedding model: single texts)
+    enc = {k: v.astype(np.int64) for k, v in tokenizer(texts, None if pooling else pairs, padding=True,
+                                                         return_tensors="np").items()}
+    feed = {k: torch.from_numpy(v) for k, v in enc.items() if k in model_inputs(model)}
     with torch.no_grad():
-        ref = model(**{k: torch.from_numpy(v) for k, v in enc.items() if k in model_inputs(model)}).logits.numpy()
+        out = model(**feed)
+        ref = (out.logits if pooling is None else pool(out.last_hidden_state, feed["attention_mask"], pooling)).numpy()
     calls = packed_calls(enc, tokenizer.pad_token_id or 0, row_tokens=48, max_rows=2)
-    tried = []
-    for form in MASK_FORMS:  # the first way of giving the mask that the model's packed logits agree with
-        packed = packed_classifier(model, names, form)
-        try:
-            with torch.no_grad():
-                got = np.zeros_like(ref)
-                for idx, feed in calls:
-                    got[idx] = packed(*(torch.from_numpy(feed[n]) for n in names)).numpy()
-        except Exception as e:  # noqa: BLE001 - any failure means: try the next form, else keep the padded graph
-            tried.append(f"{form} mask: {type(e).__name__}: {e}")
-            continue
-        diff = float(np.abs(ref - got).max())
-        if diff <= 1e-4:
-            break
-        tried.append(f"{form} mask: the logits differ from the padded ones by {diff:.2g}")
-    else:
-        return {"skipped": f"{type(model).__name__} does not run packed ({'; '.join(tried)})"}
-    with torch.no_grad():
-        axes = {n: {0: "texts"} if n == "first_token" else {0: "rows", 1: "tokens"} for n in names}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer warnings
-            torch.onnx.export(packed, tuple(torch.from_numpy(calls[0][1][n]) for n in names), str(path),
-                              input_names=names, output_names=["logits"], dynamic_axes=axes | {"logits": {0: "texts"}},
-                              opset_version=opset, dynamo=False)
-    return {"inputs": names, "mask": form, "row_tokens": ROW_TOKENS, "max_rows": MAX_ROWS, "max_abs_logit_diff": diff}
+    packed = packed_model(model, names, pooling)
+    try:
+        with torch.no_grad():
+            got = np.zeros_like(ref)
+            for idx, call in calls:
+                got[idx] = packed(*(torch.from_numpy(call[n]) for n in names)).numpy()
+    except Exception as e:  # noqa: BLE001 - any failure means: keep the padded graph
+        return {"skipped": f"{type(model).__name__} does not run packed ({type(e).__name__}: {e})"}
+    diff = float(np.abs(ref - got).max())
+    if diff > 1e-4:
+        return {"skipped": f"{type(model).__name__}'s packed outputs differ from the padded ones by {diff:.2g}"}
+    output = "logits" if pooling is None else "embeddings"
+    axes = {n: {0: "texts"} if n == "first_token" else {0: "rows", 1: "tokens"} for n in names}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer warnings
+        torch.onnx.export(packed, tuple(torch.from_numpy(calls[0][1][n]) for n in names), str(path),
+                          input_names=names, output_names=[output], dynamic_axes=axes | {output: {0: "texts"}},
+                          opset_version=opset, dynamo=False)
+    return {"inputs": names, "output": output, "pooling": pooling, "row_tokens": ROW_TOKENS, "max_rows": MAX_ROWS,
+            "max_abs_diff": diff}
 
 
 def optimize(raw: Path, config, path: Path) -> dict:
@@ -392,7 +394,8 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         tmp = Path(tmp).resolve()
         info["inputs"] = torch_to_onnx(model, tokenizer, tmp / "raw.onnx", opset, embedding)
-        packing = packed_onnx(model, tokenizer, tmp / "packed.onnx", opset) if openvino and not embedding else None
+        pooling = read_pooling(model_dir)[0].mode if embedding else None
+        packing = packed_onnx(model, tokenizer, tmp / "packed.onnx", opset, pooling) if openvino else None
         optimizer = optimize(tmp / "raw.onnx", model.config, tmp / ONNX_FP32)
         info["fused_operators"] = optimizer.pop("fused_operators")
         info["optimizer"] = optimizer

@@ -8,13 +8,14 @@ padding). The classifier head then runs on each text's first token, gathered by 
 
     graph inputs   input_ids, position_ids, text_index (rows, tokens); token_type_ids when the model takes them;
                    first_token (texts,): row * tokens + column of each text's first token
-    graph output   logits (texts, labels)
+    graph output   logits (texts, labels); for an embedding model, each text's mean or CLS pooled token states
 
 The outputs equal the padded model's: export checks this on the torch model before writing the packed graph, and a
 family whose model does not take such a mask keeps the padded graph (export.json says why). Packed: BERT, DistilBERT,
 RoBERTa, XLM-R, ELECTRA, MPNet (tests/test_packing.py); padded: DeBERTa-v2 (its embeddings are multiplied by a 2-d
-mask) and ModernBERT (it builds its own masks). Embedding models keep the padded graph (pooling runs on the
-runtime's token states). OpenVINO runs the packed graph; ONNX Runtime keeps the padded one, which its fusions know.
+mask) and ModernBERT (it builds its own masks). Embedding models with mean or CLS pooling pack too (the graph pools,
+normalisation runs after it); max pooling keeps the padded graph. OpenVINO runs the packed graph; ONNX Runtime keeps
+the padded one, which its fusions know.
 The same idea as packed sequences in pre-training (Krell et al. 2021, "Efficient sequence packing without
 cross-contamination"); here it is used at inference.
 """
@@ -107,20 +108,43 @@ def packed_text(enc: dict[str, np.ndarray], pad_id: int, multiple: int) -> dict[
     return feed
 
 
-MASK_FORMS = ("additive", "binary")  # how models take a per-token attention mask: (rows, 1, tokens, tokens) of 0 / -inf
-# (transformers' custom 4-d masks), or (rows, tokens, tokens) of 1 / 0 (DeBERTa's 3-d masks)
+PACKED_POOLING = ("mean", "cls")  # embedding poolings a packed graph computes (max pooling keeps the padded graph)
 
 
-def packed_classifier(model, names: list[str], mask_form: str = "additive"):
-    """`model` (a transformers sequence classifier) as a torch module taking packed inputs, positionally in the
-    order of `names` (see the module docstring), its attention mask given in `mask_form` (one of MASK_FORMS);
-    outputs logits per text. Position ids count from the model's own first position (RoBERTa-style embeddings
-    start after the padding index)."""
+def packed_model(model, names: list[str], pooling: str | None = None):
+    """`model` as a torch module taking packed inputs, positionally in the order of `names` (see the module
+    docstring). A sequence classifier (`pooling` None) outputs logits per text, its head reading each text's first
+    token; a bare encoder outputs each text's token states pooled by `pooling` (one of PACKED_POOLING; L2
+    normalisation is left to the caller). Position ids count from the model's own first position (RoBERTa-style
+    embeddings start after the padding index)."""
     import torch
 
     embeddings = getattr(model.base_model, "embeddings", None)
     padding_idx = getattr(embeddings, "padding_idx", None)
     offset = padding_idx + 1 if padding_idx is not None else 0
+
+    def classify(inputs, mask, first):
+        def gather(module, _args, output):  # the head sees each text's first token as a text of length 1
+            states = output.last_hidden_state
+            output.last_hidden_state = states.reshape(-1, states.shape[-1])[first][:, None, :]
+            if getattr(output, "pooler_output", None) is not None and getattr(module, "pooler", None) is not None:
+                output.pooler_output = module.pooler(output.last_hidden_state)
+            return output
+
+        hook = model.base_model.register_forward_hook(gather)
+        try:
+            return model(attention_mask=mask, **inputs).logits
+        finally:
+            hook.remove()
+
+    def embed(inputs, mask, index, first):
+        states = model(attention_mask=mask, **inputs).last_hidden_state
+        states = states.reshape(-1, states.shape[-1])  # (rows * tokens, hidden)
+        if pooling == "cls":
+            return states[first]
+        texts = torch.cumsum(torch.ones_like(first), 0) - 1  # 0 .. texts - 1, an arange whose length stays dynamic
+        weights = (index.reshape(1, -1) == texts[:, None]).to(states.dtype)  # (texts, rows * tokens)
+        return weights @ states / weights.sum(1, keepdim=True)
 
     class Packed(torch.nn.Module):
         def __init__(self):
@@ -131,24 +155,8 @@ def packed_classifier(model, names: list[str], mask_form: str = "additive"):
             inputs = dict(zip(names, args))
             index, first = inputs.pop("text_index"), inputs.pop("first_token")
             same = index[:, :, None] == index[:, None, :]  # (rows, tokens, tokens): a token sees its own text
-            if mask_form == "binary":
-                mask = same.long()
-            else:
-                mask = torch.where(same, 0.0, torch.finfo(torch.float32).min)[:, None]
-            base = self.model.base_model
-
-            def gather(module, _args, output):  # the head sees each text's first token as a text of length 1
-                states = output.last_hidden_state
-                output.last_hidden_state = states.reshape(-1, states.shape[-1])[first][:, None, :]
-                if getattr(output, "pooler_output", None) is not None and getattr(module, "pooler", None) is not None:
-                    output.pooler_output = module.pooler(output.last_hidden_state)
-                return output
-
-            hook = base.register_forward_hook(gather)
-            try:
-                inputs["position_ids"] = inputs["position_ids"] + offset
-                return self.model(attention_mask=mask, **inputs).logits
-            finally:
-                hook.remove()
+            mask = torch.where(same, 0.0, torch.finfo(torch.float32).min)[:, None]  # transformers' custom 4-d mask
+            inputs["position_ids"] = inputs["position_ids"] + offset
+            return classify(inputs, mask, first) if pooling is None else embed(inputs, mask, index, first)
 
     return Packed().eval()
