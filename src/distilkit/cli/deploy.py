@@ -77,8 +77,9 @@ def export_cmd(
     if "timing" in info:
         fastest = info["timing"]["fastest"]
         ms = info["timing"]["results"][fastest]["ms_per_text"]
-        console.print(f"fastest checked backend (a short timing, see export.json): {fastest} ({ms:.2f} ms per text); "
-                      "--backend auto loads it")
+        batch = info["timing"]["method"]["batch"]
+        console.print(f"fastest checked backend (a short timing, see export.json): {fastest} ({ms:.2f} ms per text "
+                      f"in calls of {batch}); --backend auto loads it")
     for name, size in info["files"].items():
         console.print(f"→ {folder / name} ({size / 1e6:.1f} MB)")
     console.print(f"→ {folder / 'export.json'}")
