@@ -1,6 +1,7 @@
 """Bounded loopback load test of `distil serve`, set against offline batch throughput.
 
-Starts `distil serve MODEL_DIR` in a subprocess on a free port, sends N requests from C concurrent
+Starts `distil serve MODEL_DIR` in a subprocess on a free port, sends N requests (to /v1/classify, or /v1/embed for
+an embedding model) from C concurrent
 keep-alive connections (a minimal asyncio HTTP/1.1 client, so the client takes little CPU), reports latency
 p50/p90/p99, requests/s, texts/s, errors (status counts other than 200, transport errors) and, from the server's
 /metrics, its mean batch size and the p50/p99 of each request's queue wait, model batch size and model time (over the
@@ -108,8 +109,9 @@ class Connection:
         self.reader = self.writer = None
 
 
-async def load(url: str, texts: list[str], n: int, concurrency: int, per_request: int) -> dict:
-    """n POSTs of `per_request` texts each from `concurrency` connections; latency and status counts."""
+async def load(url: str, texts: list[str], n: int, concurrency: int, per_request: int,
+               path: str = "/v1/classify") -> dict:
+    """n POSTs to `path` of `per_request` texts each from `concurrency` connections; latency and status counts."""
     host, port = url.removeprefix("http://").split(":")
     bodies = [json.dumps({"texts": [texts[(i * per_request + k) % len(texts)] for k in range(per_request)]}).encode()
               for i in range(n)]
@@ -122,7 +124,7 @@ async def load(url: str, texts: list[str], n: int, concurrency: int, per_request
         for i in counter:  # shared iterator: each request index is sent once
             start = time.perf_counter()
             try:
-                status, _ = await asyncio.wait_for(conn.post("/v1/classify", bodies[i]), 30)
+                status, _ = await asyncio.wait_for(conn.post(path, bodies[i]), 30)
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
                 failures += 1
                 conn.close()
@@ -145,13 +147,13 @@ async def load(url: str, texts: list[str], n: int, concurrency: int, per_request
             "count_5xx": sum(v for k, v in statuses.items() if k >= 500), "transport_errors": failures}
 
 
-async def single_requests(url: str, text: str, n: int) -> list[float]:
+async def single_requests(url: str, text: str, n: int, path: str = "/v1/classify") -> list[float]:
     """Seconds of each of n requests of one text, sent one at a time on one keep-alive connection."""
     host, port = url.removeprefix("http://").split(":")
     conn, body, seconds = Connection(host, int(port)), json.dumps({"texts": [text]}).encode(), []
     for _ in range(n):
         start = time.perf_counter()
-        status, payload = await conn.post("/v1/classify", body)
+        status, payload = await conn.post(path, body)
         if status != 200:
             raise SystemExit(f"single request answered {status}: {payload[:200]!r}")
         seconds.append(time.perf_counter() - start)
@@ -270,10 +272,11 @@ def main() -> None:
     proc = start_server(args, port)
     try:
         health = wait_ready(url, proc)
-        run_async(load(url, texts, min(64, args.requests), args.concurrency, args.texts_per_request))  # warm-up
+        path = "/v1/embed" if health.get("kind") == "embedding" else "/v1/classify"
+        run_async(load(url, texts, min(64, args.requests), args.concurrency, args.texts_per_request, path))  # warm-up
         before = server_metrics(url)
         cpu_before = (time.process_time(), process_cpu_seconds(proc.pid))
-        served = run_async(load(url, texts, args.requests, args.concurrency, args.texts_per_request))
+        served = run_async(load(url, texts, args.requests, args.concurrency, args.texts_per_request, path))
         cpu_after = (time.process_time(), process_cpu_seconds(proc.pid))
         after = server_metrics(url)
         batches = after["batches"] - before["batches"]
@@ -287,8 +290,8 @@ def main() -> None:
         single = None
         if args.single_requests:
             time.sleep(0.5)  # the load's last batches are done: the server is idle
-            run_async(single_requests(url, args.single_text, 20))  # warm-up: this text's input shape
-            ms = np.array(run_async(single_requests(url, args.single_text, args.single_requests))) * 1e3
+            run_async(single_requests(url, args.single_text, 20, path))  # warm-up: this text's input shape
+            ms = np.array(run_async(single_requests(url, args.single_text, args.single_requests, path))) * 1e3
             single = {"requests": args.single_requests, "text": args.single_text, "p50_ms": float(np.median(ms)),
                       "p99_ms": float(np.percentile(ms, 99))}
     finally:

@@ -481,6 +481,10 @@ def test_run_on_own_binary_files_says_which_label_f1_is_of(tiny_teacher, tiny_ru
 
     assert training_data(str(tmp_path / "run-ham" / "teacher")).label_names == ["spam", "ham"]  # sweep's data
     assert "f1: of the label `ham` (--positive-label)" in (tmp_path / "run-ham" / "report.md").read_text()
+    scored = runner.invoke(app, ["eval", str(tmp_path / "run-ham" / "student"), "--dev", str(tmp_path / "dev.csv"),
+                                 "--out", str(tmp_path / "eval.json")])
+    assert scored.exit_code == 0, scored.output  # `distil eval` on the user's file names F1's label too
+    assert json.loads((tmp_path / "eval.json").read_text())["f1_label"] == "ham" and "of the label `ham`" in scored.output
     with pytest.raises(DataError, match=r"--positive-label 'eggs': expected one of the two labels of .*train.csv"):
         load_task_data(None, train_file=tmp_path / "train.csv", dev_file=tmp_path / "dev.csv", positive_label="eggs")
     with pytest.raises(ConfigError, match="--positive-label is for your own"):

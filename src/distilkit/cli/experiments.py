@@ -70,8 +70,11 @@ def eval_cmd(
                       label_separator=label_separator)
     metrics = evaluate_folder(model_dir, d, max_length)
     path = out or Path(model_dir) / "metrics.json"
-    write_json(path, {"model": model_dir, "task": d.name, "data": d.source, "metrics": metrics})
+    write_json(path, {"model": model_dir, "task": d.name, "data": d.source, "metrics": metrics,
+                      **({"f1_label": d.f1_label} if d.f1_label else {})})
     print_metrics(f"{d.name} dev", {Path(model_dir).name: metrics})
+    if d.f1_label:
+        console.print(f"f1: of the label `{d.f1_label}` (the model's label id 1)")
     console.print(f"→ {path}")
 
 

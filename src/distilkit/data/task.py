@@ -58,6 +58,12 @@ class TaskData:
     def is_pair(self) -> bool:
         return "text_pair" in self.train.column_names
 
+    @property
+    def f1_label(self) -> str | None:
+        """The label F1 scores (label id 1) on the user's own files of two labels; None for GLUE tasks (their
+        official metric says) and tasks without F1."""
+        return self.label_names[1] if "f1" in self.metrics and "glue_task" not in self.source else None
+
 
 def check_label_options(multi_label: bool, regression: bool, label_separator: str, own_files: bool = True,
                         positive_label: str | None = None) -> None:

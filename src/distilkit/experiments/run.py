@@ -56,7 +56,7 @@ def _write_metrics(teacher: str, data: TaskData, infos: dict, tmp: Path, out: Pa
         "data": data.source,
         "train_examples": s_info["train_examples"],
         "dev_examples": {name: len(ds) for name, ds in data.dev.items()},
-        **({"f1_label": data.label_names[1]} if "f1" in data.metrics and "glue_task" not in data.source else {}),
+        **({"f1_label": data.f1_label} if data.f1_label else {}),
         "layer_map": read_record(tmp / "student_init")["layer_map"],
         "models": models,
         "retention": models["student"]["score"] / teacher_score,
