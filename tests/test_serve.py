@@ -288,3 +288,15 @@ def test_metrics_quantiles_cover_a_bounded_window():
     size = _summary(metrics.render(0), "distil_request_batch_size")
     assert size["count"] == 100 and size["sum"] == sum(range(100))
     assert 90 <= size["0.5"] <= size["0.99"] <= 99  # the last 10 requests only
+
+
+def test_answers_are_the_same_json_with_or_without_orjson(monkeypatch):
+    """orjson (distilkit[serve]) writes the answers, the json module when it is missing: the same JSON either way."""
+    pytest.importorskip("orjson", reason="orjson is not installed: `pip install 'distilkit[serve]'`")
+    from distilkit.deploy import serve
+
+    answer = {"embeddings": [[0.1, -2.5e-05, 3.0, 1e20]], "dimension": 4, "normalized": True, "label": "négatif"}
+    fast = serve.json_bytes(answer)
+    monkeypatch.setattr(serve, "orjson", None)
+    plain = serve.json_bytes(answer)
+    assert json.loads(fast) == json.loads(plain) == answer and fast.decode().isascii() is False

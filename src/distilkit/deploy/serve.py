@@ -43,6 +43,11 @@ from ..models.folders import is_pair_model
 from ..tags import DEFAULT_THRESHOLD
 from .backends import Backend, check_threshold, load_backend, predict_all, results
 
+try:
+    import orjson
+except ImportError:  # a serving install without it writes JSON with the json module
+    orjson = None
+
 
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -391,7 +396,11 @@ def check_request(req: ClassifyRequest | EmbedRequest, limits: Limits, is_pair: 
 
 
 def json_bytes(obj) -> bytes:
-    """Compact UTF-8 JSON, as FastAPI's JSONResponse renders it."""
+    """Compact UTF-8 JSON: by orjson when installed (distilkit[serve] brings it), else by the json module as
+    FastAPI's JSONResponse renders it. An embedding answer (384 floats) took 147 µs in the json module against 6 µs in
+    orjson, on the event loop that every request shares (docs/experiments.md)."""
+    if orjson is not None:
+        return orjson.dumps(obj)
     return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
