@@ -206,7 +206,7 @@ class OpenVinoBackend(Backend):
     cost 6-17 ms on the first call of a shape against 1-3 ms after (int8 SST-2 student, batch 1-8, docs/experiments.md),
     so serving texts of every length one shape each paid that again and again.
 
-    A packed IR (export writes one for classifiers whose model runs packed, see deploy/packing.py) gets each call's
+    A packed IR (export writes one for models that run packed, see deploy/packing.py) gets each call's
     texts packed into rows: `forward` takes the usual padded inputs and runs them as packed calls."""
 
     length_multiple = 16

@@ -8,7 +8,9 @@
 
 With `openvino` (`distil export --openvino`; needs `pip install 'distilkit[openvino]'`), also:
 
-    raw ONNX --openvino.convert_model--> model.ov.xml/.bin (OpenVINO IR, fp32 weights: OpenVINO does its own fusions)
+    torch --packed_onnx--> packed ONNX (deploy/packing.py: several texts a row; written once torch shows it gives the
+      padded outputs, else the raw ONNX graph is used)
+      --openvino.convert_model--> model.ov.xml/.bin (OpenVINO IR, fp32 weights: OpenVINO does its own fusions)
       --nncf.quantize (static, transformer patterns), calibrated on the task's training texts--> model.int8.ov.xml/.bin
 
 The int8 IR needs calibration texts: the training split of the checking data (its first CALIBRATION_SIZE rows);
@@ -49,7 +51,7 @@ from ..metrics import evaluate_task_predictions, predictions, task_score
 from ..models.families import family_of
 from ..models.folders import ModelError, check_model_dir, is_pair_model, load_tokenizer, supported_config
 from ..models.loading import model_inputs
-from ..models.pooling import is_embedding_model, read_pooling
+from ..models.pooling import is_embedding_model, pool, read_pooling
 from ..tags import MULTI_LABEL
 from .backends import (BF16_HINTS, EXPORTED_FILES, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, BackendError,
                        OpenVinoBackend, OrtBackend, TorchBackend, import_openvino, predict_all)
@@ -112,8 +114,6 @@ def packed_onnx(model, tokenizer, path: Path, opset: int = OPSET, pooling: str |
     `pooling`. Returns what export.json records: the graph's inputs and the largest difference, or {"skipped": why}
     (the family's model cannot run packed; OpenVINO then gets the padded graph)."""
     import torch
-
-    from ..models.pooling import pool
 
     if pooling is not None and pooling not in PACKED_POOLING:
         return {"skipped": f"{pooling} pooling is not computed packed"}
