@@ -59,6 +59,7 @@ def start_server(args, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "distilkit.cli", "serve", args.model_dir, "--port", str(port), "--backend",
            args.backend, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
            *(["--sub-batch", str(args.sub_batch)] if args.sub_batch else []), "--metrics-window", str(args.metrics_window),
+           *(["--threads", str(args.threads)] if args.threads else []),
            "--max-queue", str(max(1024, args.concurrency * args.texts_per_request * 2))]
     log = open(args.log, "w") if args.log else subprocess.DEVNULL
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -255,6 +256,8 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=0.0)
     p.add_argument("--sub-batch", type=int, help="Texts per model call (default: the server's, 8 or 16 packed).")
+    p.add_argument("--threads", type=int, help="The model's compute threads, served and offline alike (default one "
+                                               "per core; fewer leave cores to the HTTP side and the load client).")
     p.add_argument("--metrics-window", type=int, help="Requests the server's p50/p99 cover (default --requests: "
                                                      "exactly the measured run, as the warm-up comes before it).")
     p.add_argument("--texts", help="File of texts to send, one per line (default: SST-2 dev).")
@@ -304,7 +307,7 @@ def main() -> None:
     from distilkit.deploy.backends import load_backend
     from distilkit.deploy.serve import Limits
 
-    model = load_backend(args.model_dir, health["backend"])
+    model = load_backend(args.model_dir, health["backend"], threads=args.threads)
     args.sub_batch = Limits(max_batch=args.max_batch, sub_batch=args.sub_batch).texts_per_call(model.packs)
     offline = offline_throughput(model, texts, args.max_batch, args.requests * args.texts_per_request)
     in_batches = offline_in_server_batches(model, texts, args.max_batch, args.sub_batch,
@@ -314,7 +317,7 @@ def main() -> None:
         single["bound_ms"] = 2 * single["model_batch1"]["forward_ms"] + 1
         single["within_bound"] = single["p50_ms"] <= single["bound_ms"]
     report = {"model": args.model_dir, "backend": health["backend"], "cores": os.cpu_count(),
-              "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "sub_batch": args.sub_batch,
+              "server": {"max_batch": args.max_batch, "threads": args.threads, "max_wait_ms": args.max_wait_ms, "sub_batch": args.sub_batch,
                          "metrics_window": args.metrics_window, "exit_code": code,
                          "graceful_exit": code in (0, -signal.SIGTERM)},
               "served": served, "offline": offline, "single_request": single,
