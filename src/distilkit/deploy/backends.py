@@ -37,7 +37,7 @@ from ..hardware import cpu_bf16, num_cores
 from ..models.folders import check_model_dir, load_tokenizer, model_max_length, supported_config
 from ..tags import DEFAULT_THRESHOLD, MULTI_LABEL, sigmoid
 from ..models.pooling import Pooling, is_embedding_model, pool, pool_numpy, read_pooling
-from .packing import MAX_ROWS, PACKED_INPUTS, packed_calls
+from .packing import MAX_ROWS, PACKED_INPUTS, packed_calls, round_up
 
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
@@ -65,7 +65,7 @@ def pad_tokens(enc: dict[str, np.ndarray], multiple: int, max_length: int, pad_i
     """Pad the token axis up to a multiple of `multiple` tokens (never beyond max_length): pad ids, attention
     mask 0, token types 0, so the model's outputs on the real tokens do not change."""
     length = enc["input_ids"].shape[1]
-    target = max(length, min(-(-length // multiple) * multiple, max_length))
+    target = max(length, min(round_up(length, multiple), max_length))
     if target == length:
         return enc
     width = ((0, 0), (target - length, 0) if left else (0, target - length))

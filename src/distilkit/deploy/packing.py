@@ -31,6 +31,7 @@ PACKED_INPUTS = ("text_index", "first_token")  # inputs a packed graph has and a
 
 
 def round_up(n: int, multiple: int) -> int:
+    """`n` rounded up to a multiple of `multiple`."""
     return -(-n // multiple) * multiple
 
 
